@@ -1,0 +1,299 @@
+"""`embeddings-pipeline`: the command line for people (click + rich)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import InvalidTenantId, Settings, embeddings_home, validate_tenant_id
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+SAMPLE_CORPUS = Path(__file__).resolve().parent / "sample_corpus"
+
+
+def _store():
+    from .defs.resources import PipelineStore
+
+    return PipelineStore()
+
+
+def _provider():
+    from .defs.resources import EmbeddingModel
+
+    return EmbeddingModel().provider()
+
+
+def _tenant(value: str) -> str:
+    try:
+        return validate_tenant_id(value)
+    except InvalidTenantId as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console)
+
+
+@click.group()
+def main() -> None:
+    """Keep every tenant's text embedded in PostgreSQL + pgvector, through Dagster."""
+
+
+# --- db ---------------------------------------------------------------------------------------------------
+
+@main.group()
+def db() -> None:
+    """The embedded PostgreSQL (unused when EMBEDDINGS_DATABASE_URL is set)."""
+
+
+@db.command("start")
+def db_start() -> None:
+    from .store.server import database_url
+
+    settings = Settings.from_env()
+    if settings.database_url:
+        console.print("EMBEDDINGS_DATABASE_URL is set: using that server, nothing to start.")
+        return
+    database_url(settings)
+    console.print(f"embedded PostgreSQL running, data in {embeddings_home() / 'pgdata'}")
+
+
+@db.command("stop")
+def db_stop() -> None:
+    from .store.server import stop_embedded
+
+    console.print("stopped" if stop_embedded() else "not running")
+
+
+@db.command("url")
+def db_url() -> None:
+    from .store.server import database_url
+
+    click.echo(database_url())
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def db_status(as_json: bool) -> None:
+    from .store.server import embedded_status
+
+    settings = Settings.from_env()
+    info = {"external": True, "running": None} if settings.database_url else {"external": False, **embedded_status()}
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        for k, v in info.items():
+            console.print(f"{k}: {v}")
+
+
+# --- content ----------------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--tenant", "-t", required=True, callback=lambda _c, _p, v: _tenant(v))
+def ingest(paths: tuple[Path, ...], tenant: str) -> None:
+    """Load markdown/text files, folders (recursive) or BEIR .jsonl corpora into TENANT's documents."""
+    from .ingest import IngestError, read_paths
+    from .store.documents import upsert_documents
+
+    store = _store()
+    try:
+        with store.connect() as conn:
+            report = upsert_documents(conn, store.schema, tenant, read_paths(list(paths)))
+    except (IngestError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"tenant [bold]{tenant}[/]: {report.inserted} new, {report.updated} changed, "
+                  f"{report.unchanged} unchanged documents")
+
+
+def _all_tenants() -> list[str]:
+    from .store.documents import source_tenants
+
+    store = _store()
+    with store.connect() as conn:
+        return source_tenants(conn, store.schema)
+
+
+def _materialize(tenants: list[str]) -> list:
+    from .orchestrate import materialize_tenants
+
+    with _progress() as progress:
+        task = progress.add_task("materializing tenants", total=len(tenants))
+
+        def done(run) -> None:
+            mark = "[green]ok[/]" if run.success else "[red]FAILED[/]"
+            meta = run.metadata
+            detail = (f"embedded {meta.get('embedded', 0)}, reused {meta.get('reused', 0)}, "
+                      f"deleted {meta.get('deleted', 0)}") if run.success else run.error
+            progress.console.print(f"{mark} {run.tenant}: {detail}  (run {run.run_id[:8]})")
+            progress.advance(task)
+
+        return materialize_tenants(tenants, on_done=done)
+
+
+@main.command()
+@click.option("--tenant", "-t", "tenants", multiple=True, callback=lambda _c, _p, v: [_tenant(t) for t in v])
+@click.option("--all", "all_tenants", is_flag=True, help="every tenant with documents")
+def materialize(tenants: list[str], all_tenants: bool) -> None:
+    """Run blocks -> chunks -> embeddings for tenant partitions through Dagster (runs show in the UI)."""
+    if all_tenants:
+        tenants = _all_tenants()
+    if not tenants:
+        raise click.UsageError("name tenants with --tenant or use --all")
+    runs = _materialize(tenants)
+    failed = [r for r in runs if not r.success]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(runs)} tenants failed: {', '.join(r.tenant for r in failed)}")
+
+
+def _status_rows(tenants: list[str] | None) -> list[dict[str, object]]:
+    from .store.status import tenant_status
+
+    store = _store()
+    model_key = _provider().identity.model_key
+    with store.connect() as conn:
+        from .store.documents import source_tenants
+
+        names = tenants or source_tenants(conn, store.schema)
+        return [tenant_status(conn, store.schema, t, model_key).as_dict() for t in names]
+
+
+def _print_status(rows: list[dict[str, object]]) -> None:
+    table = Table(title="tenants")
+    cols = ["tenant", "documents", "blocks", "chunks", "vectors", "missing", "stale", "errors", "model_key"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("tenant", "model_key") else "right")
+    for r in rows:
+        style = "red" if r["missing"] or r["stale"] else None
+        table.add_row(*(str(r[c]) for c in cols), style=style)
+    console.print(table)
+
+
+@main.command()
+@click.option("--tenant", "-t", "tenants", multiple=True, callback=lambda _c, _p, v: [_tenant(t) for t in v])
+@click.option("--json", "as_json", is_flag=True)
+def status(tenants: list[str], as_json: bool) -> None:
+    """Per tenant: documents, blocks, chunks, vectors, missing, stale, errors, model."""
+    rows = _status_rows(tenants or None)
+    if as_json:
+        click.echo(json.dumps({"tenants": rows}))
+    else:
+        _print_status(rows)
+
+
+@main.command()
+@click.argument("query")
+@click.option("--tenant", "-t", required=True, callback=lambda _c, _p, v: _tenant(v))
+@click.option("-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True)
+def search(query: str, tenant: str, k: int, as_json: bool) -> None:
+    """Cosine top-k over TENANT's vectors."""
+    from .search import search as search_fn
+
+    store = _store()
+    with store.connect() as conn:
+        hits = search_fn(conn, store.schema, _provider(), tenant, query, k)
+    if as_json:
+        click.echo(json.dumps({"tenant": tenant, "query": query, "hits": [h.as_dict() for h in hits]}))
+        return
+    table = Table(title=f"{tenant}: {query}")
+    for c in ("score", "doc_id", "text"):
+        table.add_column(c)
+    for h in hits:
+        table.add_row(f"{h.score:.4f}", h.doc_id, h.text[:160].replace("\n", " "))
+    console.print(table)
+
+
+@main.command("eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--tenant", "-t", required=True, callback=lambda _c, _p, v: _tenant(v))
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(dataset: Path, tenant: str, as_json: bool) -> None:
+    """Ingest a BEIR dataset into TENANT, materialize it, and score nDCG@10 / recall@100 on its test queries."""
+    from .ingest import read_beir_corpus
+    from .search import search_vector
+    from .search.evaluate import evaluate, load_qrels, load_queries, rank_documents
+    from .store.documents import upsert_documents
+
+    store = _store()
+    with store.connect() as conn:
+        upsert_documents(conn, store.schema, tenant, read_beir_corpus(dataset / "corpus.jsonl"))
+    runs = _materialize([tenant])
+    if not runs[0].success:
+        raise click.ClickException(f"materializing {tenant} failed: {runs[0].error}")
+    provider = _provider()
+    qrels = load_qrels(dataset / "qrels" / "test.tsv")
+    queries = load_queries(dataset / "queries.jsonl")
+    with store.connect() as conn, _progress() as progress:
+        task = progress.add_task("queries", total=len(qrels))
+
+        def rank(text: str) -> list[str]:
+            hits = search_vector(conn, store.schema, provider.identity.vector_table, tenant,
+                                 provider.embed_query(text), k=300)
+            progress.advance(task)
+            return rank_documents([(h.doc_id, h.score) for h in hits], 100)
+
+        result = evaluate(queries, qrels, rank)
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        console.print(f"{dataset.name}: nDCG@10 = {result.ndcg_at_10:.5f}, recall@100 = {result.recall_at_100:.5f} "
+                      f"over {result.queries} queries (model {provider.identity.model_key})")
+
+
+# --- demo and UI ------------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path), default=SAMPLE_CORPUS,
+              show_default=False, help="folder with one sub-folder per tenant (default: the bundled sample)")
+def demo(corpus: Path) -> None:
+    """Ingest the sample corpus for its tenants, materialize every tenant, print the per-tenant table."""
+    from .ingest import read_paths
+    from .store.documents import upsert_documents
+
+    tenants = sorted(p.name for p in corpus.iterdir() if p.is_dir())
+    store = _store()
+    with store.connect() as conn:
+        for tenant in tenants:
+            report = upsert_documents(conn, store.schema, tenant, read_paths([corpus / tenant]))
+            console.print(f"ingested {tenant}: {report.inserted} new, {report.updated} changed, "
+                          f"{report.unchanged} unchanged")
+    runs = _materialize(tenants)
+    _print_status(_status_rows(tenants))
+    embedded = sum(int(r.metadata.get("embedded", 0) or 0) for r in runs)
+    failed = [r.tenant for r in runs if not r.success]
+    if failed:
+        raise click.ClickException(f"tenants failed: {', '.join(failed)}")
+    if embedded:
+        console.print(f"embedded {embedded} new chunks across {len(tenants)} tenants")
+    else:
+        console.print("nothing new to embed: every chunk already has a current vector")
+    console.print("open the Dagster UI on this data with `make dev`")
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True)
+def dev(port: int) -> None:
+    """Open the Dagster UI (webserver + daemon) on the same data as the CLI."""
+    from .orchestrate import ensure_dagster_home
+    from .store.server import database_url
+
+    os.environ["EMBEDDINGS_HOME"] = str(embeddings_home())
+    database_url()  # start the embedded server first, so runs and sensors find it up
+    ensure_dagster_home()
+    dagster = Path(sys.executable).with_name("dagster")
+    args = [str(dagster), "dev", "-m", "embeddings_pipeline.definitions", "-p", str(port)]
+    os.execv(args[0], args)
+
+
+if __name__ == "__main__":
+    main()

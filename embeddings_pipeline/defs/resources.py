@@ -1,0 +1,60 @@
+"""Resources: the pipeline's PostgreSQL and the embedding model. Both resolve lazily, inside runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+import psycopg
+from pydantic import Field
+
+from ..config import Settings, validate_identifier
+from ..providers import EmbeddingProvider, load_provider
+from ..store.db import connection
+from ..store.migrations import migrate
+from ..store.server import database_url
+
+_MIGRATED: set[tuple[str, str]] = set()
+
+
+class PipelineStore(dg.ConfigurableResource):
+    """The database holding documents, blocks, chunks and vectors.
+
+    `database_url` unset: EMBEDDINGS_DATABASE_URL, else the embedded server under EMBEDDINGS_HOME.
+    """
+
+    database_url: str | None = Field(default=None, description="PostgreSQL URL; unset = env / embedded server")
+    schema_name: str | None = Field(default=None, description="schema of the pipeline's tables")
+
+    def settings(self) -> Settings:
+        return Settings.from_env()
+
+    @property
+    def schema(self) -> str:
+        return validate_identifier(self.schema_name, "schema_name") if self.schema_name else self.settings().schema
+
+    def url(self) -> str:
+        return self.database_url or database_url(self.settings())
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        """A connection to a migrated schema (migrations run once per process and schema)."""
+        url, schema = self.url(), self.schema
+        with connection(url) as conn:
+            if (url, schema) not in _MIGRATED:
+                migrate(conn, schema)
+                _MIGRATED.add((url, schema))
+            yield conn
+
+
+class EmbeddingModel(dg.ConfigurableResource):
+    """Which model embeds: a spec such as `sentence-transformers:all-MiniLM-L6-v2` (EMBEDDINGS_MODEL)."""
+
+    model: str | None = Field(default=None, description="model spec; unset = EMBEDDINGS_MODEL or the default")
+    batch_size: int | None = Field(default=None, description="texts per model batch; unset = EMBEDDINGS_BATCH_SIZE")
+    device: str = "cpu"
+
+    def provider(self) -> EmbeddingProvider:
+        settings = Settings.from_env()
+        return load_provider(self.model or settings.model_spec, self.batch_size or settings.batch_size, self.device)

@@ -1,0 +1,37 @@
+"""Model specs (`provider:name`) to provider instances, cached per process so a model loads once."""
+
+from __future__ import annotations
+
+import functools
+
+from .base import EmbeddingProvider, ProviderError
+
+PROVIDERS = ("sentence-transformers", "ollama", "openai")
+
+
+def parse_model_spec(spec: str) -> tuple[str, str]:
+    """`sentence-transformers:all-MiniLM-L6-v2` -> (provider, name). A bare name means sentence-transformers."""
+    provider, sep, name = spec.partition(":")
+    if not sep:
+        provider, name = "sentence-transformers", spec
+    provider = provider.strip().lower()
+    if provider not in PROVIDERS:
+        raise ProviderError(f"unknown provider {provider!r} in model spec {spec!r}; expected one of {PROVIDERS}")
+    if not name.strip():
+        raise ProviderError(f"model spec {spec!r} names no model")
+    return provider, name.strip()
+
+
+def load_provider(spec: str, batch_size: int = 32, device: str = "cpu") -> EmbeddingProvider:
+    """The provider for `spec`; one instance per (spec, batch size, device) in a process."""
+    return _load(spec.strip(), int(batch_size), device)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(spec: str, batch_size: int, device: str) -> EmbeddingProvider:
+    provider, name = parse_model_spec(spec)
+    if provider == "sentence-transformers":
+        from .sentence_transformers import SentenceTransformerProvider
+
+        return SentenceTransformerProvider(name, batch_size=batch_size, device=device)
+    raise ProviderError(f"provider {provider!r} is not available yet (model spec {spec!r})")

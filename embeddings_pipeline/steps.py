@@ -1,0 +1,183 @@
+"""The three pipeline steps for one tenant, free of Dagster so the CLI, tests and benchmarks share them.
+
+Each step brings its own table in line with the one upstream of it and reports what it did:
+documents -> blocks (parse changed documents), blocks -> chunks (re-chunk changed documents),
+chunks -> vectors (embed only chunks without a current vector, batch by batch, committing each batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+
+from .providers.base import EmbeddingProvider
+from .store import content, vectors
+from .text.blocks import parse_blocks
+from .text.chunks import CHUNKER_VERSION, chunk_blocks
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+
+
+class EmbeddingIncomplete(RuntimeError):
+    """Chunks were left without a vector; the progress made is kept and the next run resumes."""
+
+
+@dataclass
+class BlocksReport:
+    documents_parsed: int = 0
+    documents_removed: int = 0
+    blocks_written: int = 0
+    blocks_removed: int = 0
+
+    def as_metadata(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class ChunksReport:
+    documents_chunked: int = 0
+    chunks_written: int = 0
+    chunks_removed: int = 0
+    chunker_version: str = ""
+
+    def as_metadata(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class EmbeddingsReport:
+    model_key: str
+    chunks: int = 0
+    embedded: int = 0
+    reused: int = 0
+    copied_by_hash: int = 0
+    deleted: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def coverage_pct(self) -> float:
+        return 100.0 if self.chunks == 0 else round(100.0 * (self.chunks - self.failed) / self.chunks, 3)
+
+    @property
+    def texts_per_second(self) -> float:
+        """Model throughput inside this run (model load excluded)."""
+        return round(self.embedded / self.embed_seconds, 2) if self.embed_seconds > 0 else 0.0
+
+    def as_metadata(self) -> dict[str, object]:
+        return {
+            "model_key": self.model_key,
+            "chunks": self.chunks,
+            "embedded": self.embedded,
+            "reused": self.reused,
+            "copied_by_hash": self.copied_by_hash,
+            "deleted": self.deleted,
+            "failed": self.failed,
+            "coverage_pct": self.coverage_pct,
+            "seconds": round(self.seconds, 3),
+            "texts_per_second": self.texts_per_second,
+        }
+
+
+def chunker_version_for(provider: EmbeddingProvider) -> str:
+    """Chunk texts depend on the chunker and on the tokenizer limit they were split for."""
+    return f"{CHUNKER_VERSION}:{provider.identity.model_key}:{provider.identity.max_tokens}"
+
+
+def build_blocks(conn: psycopg.Connection, schema: str, tenant_id: str) -> BlocksReport:
+    report = BlocksReport()
+    for batch in content.changed_documents(conn, schema, tenant_id):
+        parsed = [(doc, parse_blocks(doc.doc_id, doc.body, doc.format)) for doc in batch]
+        report.blocks_written += content.replace_blocks(conn, schema, tenant_id, parsed)
+        report.documents_parsed += len(parsed)
+    removed = content.removed_documents(conn, schema, tenant_id)
+    if removed:
+        report.blocks_removed = content.forget_documents(conn, schema, tenant_id, removed)
+        report.documents_removed = len(removed)
+    return report
+
+
+def build_chunks(
+    conn: psycopg.Connection, schema: str, tenant_id: str, provider: EmbeddingProvider, batch: int = 500
+) -> ChunksReport:
+    version = chunker_version_for(provider)
+    report = ChunksReport(chunker_version=version)
+    todo = content.documents_to_chunk(conn, schema, tenant_id, version)
+    for start in range(0, len(todo), batch):
+        docs = todo[start : start + batch]
+        blocks = content.blocks_of(conn, schema, tenant_id, [d.doc_id for d in docs])
+        chunked = [
+            (d, chunk_blocks(blocks[d.doc_id], d.title, provider.tokenizer, provider.identity.max_tokens))
+            for d in docs
+        ]
+        report.chunks_written += content.replace_chunks(conn, schema, tenant_id, chunked, version)
+        report.documents_chunked += len(docs)
+    report.chunks_removed = content.delete_orphan_chunks(conn, schema, tenant_id)
+    return report
+
+
+def build_embeddings(
+    conn: psycopg.Connection,
+    schema: str,
+    tenant_id: str,
+    provider: EmbeddingProvider,
+    run_id: str,
+    *,
+    commit_every: int = 256,
+    progress: ProgressFn | None = None,
+) -> EmbeddingsReport:
+    """Embed every chunk of the tenant that lacks a current vector; raise if any is left without one."""
+    identity = provider.identity
+    vt = vectors.register_model(conn, schema, identity)
+    vectors.activate_model_if_unset(conn, schema, tenant_id, identity.model_key)
+    report = EmbeddingsReport(model_key=identity.model_key)
+    started = time.perf_counter()
+
+    report.copied_by_hash = vectors.reuse_by_hash(conn, schema, vt, tenant_id)
+    report.deleted = vectors.delete_orphans(conn, schema, vt, tenant_id)
+    pending = vectors.pending_chunks(conn, schema, vt, tenant_id)
+    # Sorting by length keeps padding low inside each model batch (~25% faster than arrival order).
+    pending.sort(key=lambda c: len(c.text))
+    if pending:
+        provider.load()
+    done = 0
+    for start in range(0, len(pending), commit_every):
+        batch = pending[start : start + commit_every]
+        try:
+            t0 = time.perf_counter()
+            vecs = provider.embed_documents([c.text for c in batch])
+            report.embed_seconds += time.perf_counter() - t0
+            vectors.write_vectors(conn, schema, identity, tenant_id, batch, vecs, run_id)
+            report.embedded += len(batch)
+        except (vectors.VectorValidationError, RuntimeError, ValueError, OSError) as exc:
+            kind = type(exc).__name__
+            log.error("tenant %r: %d chunks failed to embed (%s: %s)", tenant_id, len(batch), kind, exc)
+            vectors.record_errors(conn, schema, identity.model_key, tenant_id, [c.chunk_id for c in batch],
+                                  kind, str(exc))
+            report.failed += len(batch)
+            if len(report.errors) < 5:
+                report.errors.append(f"{kind}: {exc}")
+        done += len(batch)
+        if progress:
+            progress(done, len(pending))
+
+    report.seconds = time.perf_counter() - started
+    total, current = vectors.coverage(conn, schema, vt, tenant_id)
+    report.chunks = total
+    report.failed = total - current
+    report.reused = current - report.embedded
+    if report.failed:
+        raise EmbeddingIncomplete(
+            f"tenant {tenant_id!r}: {report.failed} of {total} chunks have no vector for model "
+            f"{identity.model_key} after this run ({'; '.join(report.errors) or 'see embedding_errors'}); "
+            "the vectors written so far are kept and the next run resumes"
+        )
+    return report

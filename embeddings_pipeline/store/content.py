@@ -1,0 +1,212 @@
+"""Blocks and chunks: what changed since the last run, and replacing a document's rows in bulk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from ..text.blocks import Block
+from ..text.chunks import Chunk
+from .db import table
+
+
+@dataclass(frozen=True)
+class ChangedDocument:
+    doc_id: str
+    title: str
+    body: str
+    format: str
+    updated_at: datetime
+
+
+def changed_documents(
+    conn: psycopg.Connection, schema: str, tenant_id: str, batch: int = 500
+) -> Iterator[list[ChangedDocument]]:
+    """Live documents never parsed, or changed since they were parsed, in batches (bodies loaded per batch)."""
+    docs, parsed = table(schema, "documents"), table(schema, "parsed_documents")
+    ids = conn.execute(
+        sql.SQL(
+            """
+            SELECT d.doc_id FROM {docs} d
+              LEFT JOIN {parsed} p ON p.tenant_id = d.tenant_id AND p.doc_id = d.doc_id
+             WHERE d.tenant_id = %s AND d.deleted_at IS NULL
+               AND (p.doc_id IS NULL OR p.source_updated_at IS DISTINCT FROM d.updated_at)
+             ORDER BY d.doc_id
+            """
+        ).format(docs=docs, parsed=parsed),
+        (tenant_id,),
+    ).fetchall()
+    query = sql.SQL(
+        "SELECT doc_id, title, body, format, updated_at FROM {} "
+        "WHERE tenant_id = %s AND doc_id = ANY(%s) AND deleted_at IS NULL ORDER BY doc_id"
+    ).format(docs)
+    for start in range(0, len(ids), batch):
+        chunk = [r[0] for r in ids[start : start + batch]]
+        yield [ChangedDocument(*r) for r in conn.execute(query, (tenant_id, chunk)).fetchall()]
+
+
+def removed_documents(conn: psycopg.Connection, schema: str, tenant_id: str) -> list[str]:
+    """Parsed documents that were deleted (soft or hard) from the source."""
+    rows = conn.execute(
+        sql.SQL(
+            """
+            SELECT p.doc_id FROM {parsed} p
+             WHERE p.tenant_id = %s AND NOT EXISTS (
+                   SELECT 1 FROM {docs} d
+                    WHERE d.tenant_id = p.tenant_id AND d.doc_id = p.doc_id AND d.deleted_at IS NULL)
+            """
+        ).format(docs=table(schema, "documents"), parsed=table(schema, "parsed_documents")),
+        (tenant_id,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def replace_blocks(
+    conn: psycopg.Connection,
+    schema: str,
+    tenant_id: str,
+    parsed: Sequence[tuple[ChangedDocument, Sequence[Block]]],
+) -> int:
+    """Replace the blocks of these documents and record which source version they came from."""
+    doc_ids = [doc.doc_id for doc, _ in parsed]
+    n = 0
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(table(schema, "blocks")),
+            (tenant_id, doc_ids),
+        )
+        copy_sql = sql.SQL(
+            "COPY {} (tenant_id, block_id, doc_id, ordinal, block_type, heading_path, text, content_hash) FROM STDIN"
+        ).format(table(schema, "blocks"))
+        with conn.cursor().copy(copy_sql) as copy:
+            for _, blocks in parsed:
+                for b in blocks:
+                    copy.write_row(
+                        (tenant_id, b.block_id, b.doc_id, b.ordinal, b.block_type, list(b.heading_path), b.text,
+                         b.content_hash)
+                    )
+                    n += 1
+        conn.cursor().executemany(
+            sql.SQL(
+                """
+                INSERT INTO {} AS p (tenant_id, doc_id, source_updated_at, blocks_version)
+                VALUES (%s, %s, %s, 1)
+                ON CONFLICT (tenant_id, doc_id) DO UPDATE
+                   SET source_updated_at = EXCLUDED.source_updated_at, blocks_version = p.blocks_version + 1
+                """
+            ).format(table(schema, "parsed_documents")),
+            [(tenant_id, doc.doc_id, doc.updated_at) for doc, _ in parsed],
+        )
+    return n
+
+
+def forget_documents(conn: psycopg.Connection, schema: str, tenant_id: str, doc_ids: list[str]) -> int:
+    """Remove the blocks of removed documents; the chunks step then drops their chunks."""
+    with conn.transaction():
+        cur = conn.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(table(schema, "blocks")),
+            (tenant_id, doc_ids),
+        )
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(
+                table(schema, "parsed_documents")
+            ),
+            (tenant_id, doc_ids),
+        )
+        return cur.rowcount
+
+
+@dataclass(frozen=True)
+class DocumentToChunk:
+    doc_id: str
+    title: str
+    blocks_version: int
+
+
+def documents_to_chunk(
+    conn: psycopg.Connection, schema: str, tenant_id: str, chunker_version: str
+) -> list[DocumentToChunk]:
+    rows = conn.execute(
+        sql.SQL(
+            """
+            SELECT p.doc_id, coalesce(d.title, ''), p.blocks_version
+              FROM {parsed} p
+              LEFT JOIN {docs} d ON d.tenant_id = p.tenant_id AND d.doc_id = p.doc_id
+             WHERE p.tenant_id = %s
+               AND (p.chunked_version IS DISTINCT FROM p.blocks_version
+                    OR p.chunker_version IS DISTINCT FROM %s)
+             ORDER BY p.doc_id
+            """
+        ).format(parsed=table(schema, "parsed_documents"), docs=table(schema, "documents")),
+        (tenant_id, chunker_version),
+    ).fetchall()
+    return [DocumentToChunk(*r) for r in rows]
+
+
+def blocks_of(conn: psycopg.Connection, schema: str, tenant_id: str, doc_ids: list[str]) -> dict[str, list[Block]]:
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT block_id, doc_id, ordinal, block_type, heading_path, text, content_hash FROM {} "
+            "WHERE tenant_id = %s AND doc_id = ANY(%s) ORDER BY doc_id, ordinal"
+        ).format(table(schema, "blocks")),
+        (tenant_id, doc_ids),
+    ).fetchall()
+    out: dict[str, list[Block]] = {d: [] for d in doc_ids}
+    for block_id, doc_id, ordinal, block_type, heading_path, text, content_hash in rows:
+        out[doc_id].append(Block(block_id, doc_id, ordinal, block_type, tuple(heading_path), text, content_hash))
+    return out
+
+
+def replace_chunks(
+    conn: psycopg.Connection,
+    schema: str,
+    tenant_id: str,
+    chunked: Sequence[tuple[DocumentToChunk, Sequence[Chunk]]],
+    chunker_version: str,
+) -> int:
+    doc_ids = [doc.doc_id for doc, _ in chunked]
+    n = 0
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(table(schema, "chunks")),
+            (tenant_id, doc_ids),
+        )
+        copy_sql = sql.SQL(
+            "COPY {} (tenant_id, chunk_id, block_id, doc_id, ordinal, text, content_hash, token_count, "
+            "chunker_version) FROM STDIN"
+        ).format(table(schema, "chunks"))
+        with conn.cursor().copy(copy_sql) as copy:
+            for _, chunks in chunked:
+                for c in chunks:
+                    copy.write_row(
+                        (tenant_id, c.chunk_id, c.block_id, c.doc_id, c.ordinal, c.text, c.content_hash,
+                         c.token_count, chunker_version)
+                    )
+                    n += 1
+        conn.cursor().executemany(
+            sql.SQL(
+                "UPDATE {} SET chunked_version = %s, chunker_version = %s WHERE tenant_id = %s AND doc_id = %s"
+            ).format(table(schema, "parsed_documents")),
+            [(doc.blocks_version, chunker_version, tenant_id, doc.doc_id) for doc, _ in chunked],
+        )
+    return n
+
+
+def delete_orphan_chunks(conn: psycopg.Connection, schema: str, tenant_id: str) -> int:
+    """Chunks of documents that are no longer parsed (deleted from the source)."""
+    with conn.transaction():
+        cur = conn.execute(
+            sql.SQL(
+                """
+                DELETE FROM {chunks} c
+                 WHERE c.tenant_id = %s AND NOT EXISTS (
+                       SELECT 1 FROM {parsed} p WHERE p.tenant_id = c.tenant_id AND p.doc_id = c.doc_id)
+                """
+            ).format(chunks=table(schema, "chunks"), parsed=table(schema, "parsed_documents")),
+            (tenant_id,),
+        )
+        return cur.rowcount

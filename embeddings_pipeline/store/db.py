@@ -1,0 +1,72 @@
+"""Connections. Every statement that names a schema or table builds it with psycopg.sql identifiers."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+
+
+def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection:
+    """A connection with pgvector types registered (the extension is created if missing).
+
+    Autocommit by default: each step commits its own `with conn.transaction()` blocks, so progress made
+    before an interruption is kept and no transaction stays open between batches.
+    """
+    from pgvector.psycopg import register_vector
+
+    conn = psycopg.connect(url, autocommit=autocommit)
+    try:
+        with conn.transaction():
+            if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def connection(url: str) -> Iterator[psycopg.Connection]:
+    conn = connect(url)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def table(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+class TenantBusy(RuntimeError):
+    """Another run holds the tenant's lock for longer than we are willing to wait."""
+
+
+@contextmanager
+def tenant_lock(
+    conn: psycopg.Connection, schema: str, tenant_id: str, timeout_s: float | None = None
+) -> Iterator[None]:
+    """Session-level advisory lock: one writer per tenant, whether a Dagster run or a CLI command.
+
+    Waits up to `timeout_s` (EMBEDDINGS_LOCK_TIMEOUT, default 600 s), then raises TenantBusy.
+    """
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("EMBEDDINGS_LOCK_TIMEOUT", "600"))
+    key = (f"{schema}:lock", tenant_id)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", key).fetchone()[0]:  # type: ignore[index]
+        if time.monotonic() >= deadline:
+            raise TenantBusy(f"tenant {tenant_id!r} is locked by another run (waited {timeout_s:g}s)")
+        time.sleep(delay)
+        delay = min(1.0, delay * 2)
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))", key)

@@ -1,0 +1,125 @@
+"""Versioned, idempotent migrations of the pipeline's own tables, run by the pipeline itself.
+
+Each migration is plain SQL with `{s}` standing for the schema identifier. They run in one transaction under an
+advisory lock, so concurrent processes (CLI, run workers, sensors) apply each version exactly once.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "core tables",
+        """
+        CREATE TABLE IF NOT EXISTS {s}.tenants (
+            tenant_id        text PRIMARY KEY CHECK (length(tenant_id) BETWEEN 1 AND 128),
+            active_model_key text,
+            provider_override text,
+            credential_env   text,
+            created_at       timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE IF NOT EXISTS {s}.documents (
+            tenant_id  text NOT NULL CHECK (length(tenant_id) BETWEEN 1 AND 128),
+            doc_id     text NOT NULL,
+            title      text NOT NULL DEFAULT '',
+            body       text NOT NULL,
+            format     text NOT NULL DEFAULT 'markdown' CHECK (format IN ('markdown', 'text')),
+            metadata   jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+            updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            deleted_at timestamptz,
+            PRIMARY KEY (tenant_id, doc_id)
+        );
+        CREATE INDEX IF NOT EXISTS documents_updated_idx ON {s}.documents (updated_at, tenant_id, doc_id);
+        CREATE TABLE IF NOT EXISTS {s}.parsed_documents (
+            tenant_id        text NOT NULL,
+            doc_id           text NOT NULL,
+            source_updated_at timestamptz NOT NULL,
+            blocks_version   bigint NOT NULL,
+            chunked_version  bigint,
+            chunker_version  text,
+            PRIMARY KEY (tenant_id, doc_id)
+        );
+        CREATE TABLE IF NOT EXISTS {s}.blocks (
+            tenant_id    text NOT NULL,
+            block_id     text NOT NULL,
+            doc_id       text NOT NULL,
+            ordinal      integer NOT NULL,
+            block_type   text NOT NULL,
+            heading_path text[] NOT NULL DEFAULT '{{}}',
+            text         text NOT NULL,
+            content_hash text NOT NULL,
+            PRIMARY KEY (tenant_id, block_id)
+        );
+        CREATE INDEX IF NOT EXISTS blocks_doc_idx ON {s}.blocks (tenant_id, doc_id);
+        CREATE TABLE IF NOT EXISTS {s}.chunks (
+            tenant_id       text NOT NULL,
+            chunk_id        text NOT NULL,
+            block_id        text NOT NULL,
+            doc_id          text NOT NULL,
+            ordinal         integer NOT NULL,
+            text            text NOT NULL,
+            content_hash    text NOT NULL,
+            token_count     integer NOT NULL,
+            chunker_version text NOT NULL,
+            PRIMARY KEY (tenant_id, chunk_id)
+        );
+        CREATE INDEX IF NOT EXISTS chunks_doc_idx ON {s}.chunks (tenant_id, doc_id);
+        CREATE INDEX IF NOT EXISTS chunks_hash_idx ON {s}.chunks (tenant_id, content_hash);
+        CREATE TABLE IF NOT EXISTS {s}.embedding_models (
+            model_key      text PRIMARY KEY,
+            provider       text NOT NULL,
+            name           text NOT NULL,
+            revision       text NOT NULL,
+            dims           integer NOT NULL CHECK (dims > 0),
+            normalized     boolean NOT NULL,
+            query_prefix   text NOT NULL DEFAULT '',
+            passage_prefix text NOT NULL DEFAULT '',
+            max_tokens     integer NOT NULL,
+            vector_table   text NOT NULL UNIQUE,
+            status         text NOT NULL DEFAULT 'active',
+            created_at     timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE IF NOT EXISTS {s}.embedding_errors (
+            tenant_id       text NOT NULL,
+            chunk_id        text NOT NULL,
+            model_key       text NOT NULL,
+            error_kind      text NOT NULL,
+            message         text NOT NULL,
+            attempts        integer NOT NULL DEFAULT 1,
+            last_attempt_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (tenant_id, chunk_id, model_key)
+        );
+        """,
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
+    """Bring `schema` up to the latest version; returns the versions applied now (usually none)."""
+    ident = sql.Identifier(schema)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:migrate",))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(ident)
+        )
+        done = {r[0] for r in conn.execute(sql.SQL("SELECT version FROM {}.schema_migrations").format(ident))}
+        applied = []
+        for version, name, template in MIGRATIONS:
+            if version in done:
+                continue
+            conn.execute(sql.SQL(template).format(s=ident))
+            conn.execute(
+                sql.SQL("INSERT INTO {}.schema_migrations (version, name) VALUES (%s, %s)").format(ident),
+                (version, name),
+            )
+            applied.append(version)
+    return applied

@@ -1,0 +1,71 @@
+"""Per-tenant counts: the numbers `status`, the demo and the checks speak in."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import psycopg
+from psycopg import sql
+
+from .db import table
+
+
+@dataclass(frozen=True)
+class TenantStatus:
+    tenant: str
+    documents: int
+    blocks: int
+    chunks: int
+    vectors: int
+    missing: int
+    stale: int
+    errors: int
+    model_key: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _vector_table(conn: psycopg.Connection, schema: str, model_key: str) -> str | None:
+    row = conn.execute(
+        sql.SQL("SELECT vector_table FROM {} WHERE model_key = %s").format(table(schema, "embedding_models")),
+        (model_key,),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def tenant_status(conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str) -> TenantStatus:
+    """Counts for one tenant against one model. `vectors` = current non-NULL vectors; `missing` = live chunks
+    without one (none, NULL, or stale); `stale` = vectors whose text hash differs from their chunk's."""
+    q = {
+        "documents": "SELECT count(*) FROM {documents} WHERE tenant_id = %(t)s AND deleted_at IS NULL",
+        "blocks": "SELECT count(*) FROM {blocks} WHERE tenant_id = %(t)s",
+        "chunks": "SELECT count(*) FROM {chunks} WHERE tenant_id = %(t)s",
+        "errors": "SELECT count(*) FROM {embedding_errors} WHERE tenant_id = %(t)s AND model_key = %(m)s",
+    }
+    names = {n: table(schema, n) for n in ("documents", "blocks", "chunks", "embedding_errors")}
+    counts = {
+        k: conn.execute(sql.SQL(v).format(**names), {"t": tenant_id, "m": model_key}).fetchone()[0]  # type: ignore[index]
+        for k, v in q.items()
+    }
+    vt = _vector_table(conn, schema, model_key)
+    vectors = stale = 0
+    missing = counts["chunks"]
+    if vt is not None:
+        row = conn.execute(
+            sql.SQL(
+                """
+                SELECT count(*) FILTER (WHERE v.embedding IS NOT NULL AND v.content_hash = c.content_hash),
+                       count(*) FILTER (WHERE v.chunk_id IS NOT NULL AND v.content_hash <> c.content_hash)
+                  FROM {chunks} c
+                  LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
+                 WHERE c.tenant_id = %s
+                """
+            ).format(chunks=names["chunks"], v=table(schema, vt)),
+            (tenant_id,),
+        ).fetchone()
+        assert row is not None
+        vectors, stale = int(row[0]), int(row[1])
+        missing = counts["chunks"] - vectors
+    return TenantStatus(tenant_id, counts["documents"], counts["blocks"], counts["chunks"], vectors, missing, stale,
+                        counts["errors"], model_key)

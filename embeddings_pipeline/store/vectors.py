@@ -1,0 +1,240 @@
+"""Vectors: one table per model identity (`vectors_<model_key>`, `vector(dims)`, HNSW cosine index).
+
+Vectors of different models never share a table or an index, so a model change can be filled side by side
+and nothing ever mixes two models in one search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+
+from ..providers.base import ModelIdentity
+from .db import table
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class VectorValidationError(ValueError):
+    """Vectors that must not be written: wrong shape, NaN/inf or zero vectors."""
+
+
+def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentity) -> str:
+    """Record the model identity and create its vector table and indexes (idempotent). Returns the table."""
+    vt = identity.vector_table
+    key = identity.model_key
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:model:{key}",))
+        conn.execute(
+            sql.SQL(
+                """
+                INSERT INTO {} (model_key, provider, name, revision, dims, normalized, query_prefix,
+                                passage_prefix, max_tokens, vector_table)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (model_key) DO NOTHING
+                """
+            ).format(table(schema, "embedding_models")),
+            (key, identity.provider, identity.name, identity.revision, identity.dims, identity.normalized,
+             identity.query_prefix, identity.passage_prefix, identity.max_tokens, vt),
+        )
+        conn.execute(
+            sql.SQL(
+                """
+                CREATE TABLE IF NOT EXISTS {t} (
+                    tenant_id    text NOT NULL,
+                    chunk_id     text NOT NULL,
+                    content_hash text NOT NULL,
+                    embedding    vector({dims}),
+                    model_key    text NOT NULL,
+                    run_id       text NOT NULL,
+                    embedded_at  timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (tenant_id, chunk_id)
+                )
+                """
+            ).format(t=table(schema, vt), dims=sql.Literal(identity.dims))
+        )
+        conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+                sql.Identifier(f"{key}_hnsw"), table(schema, vt)
+            )
+        )
+        conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (tenant_id, content_hash)").format(
+                sql.Identifier(f"{key}_hash"), table(schema, vt)
+            )
+        )
+    return vt
+
+
+def activate_model_if_unset(conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str) -> None:
+    conn.execute(
+        sql.SQL(
+            """
+            INSERT INTO {} AS t (tenant_id, active_model_key) VALUES (%s, %s)
+            ON CONFLICT (tenant_id) DO UPDATE SET active_model_key = EXCLUDED.active_model_key
+             WHERE t.active_model_key IS NULL
+            """
+        ).format(table(schema, "tenants")),
+        (tenant_id, model_key),
+    )
+
+
+def reuse_by_hash(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str) -> int:
+    """Give chunks without a current vector the vector of another chunk with the same text (same tenant).
+
+    The copied row keeps the run id and time of the run that computed the vector: lineage stays true.
+    """
+    with conn.transaction():
+        cur = conn.execute(
+            sql.SQL(
+                """
+                INSERT INTO {v} (tenant_id, chunk_id, content_hash, embedding, model_key, run_id, embedded_at)
+                SELECT c.tenant_id, c.chunk_id, c.content_hash, src.embedding, src.model_key, src.run_id,
+                       src.embedded_at
+                  FROM {chunks} c
+                  LEFT JOIN {v} cur ON cur.tenant_id = c.tenant_id AND cur.chunk_id = c.chunk_id
+                  JOIN LATERAL (
+                        SELECT s.embedding, s.model_key, s.run_id, s.embedded_at FROM {v} s
+                         WHERE s.tenant_id = c.tenant_id AND s.content_hash = c.content_hash
+                           AND s.embedding IS NOT NULL
+                         LIMIT 1) src ON true
+                 WHERE c.tenant_id = %s
+                   AND (cur.chunk_id IS NULL OR cur.embedding IS NULL OR cur.content_hash <> c.content_hash)
+                ON CONFLICT (tenant_id, chunk_id) DO UPDATE
+                   SET content_hash = EXCLUDED.content_hash, embedding = EXCLUDED.embedding,
+                       model_key = EXCLUDED.model_key, run_id = EXCLUDED.run_id, embedded_at = EXCLUDED.embedded_at
+                """
+            ).format(v=table(schema, vt), chunks=table(schema, "chunks")),
+            (tenant_id,),
+        )
+        return cur.rowcount
+
+
+def delete_orphans(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str) -> int:
+    """Vectors whose chunk no longer exists."""
+    with conn.transaction():
+        cur = conn.execute(
+            sql.SQL(
+                """
+                DELETE FROM {v} v WHERE v.tenant_id = %s AND NOT EXISTS (
+                       SELECT 1 FROM {chunks} c WHERE c.tenant_id = v.tenant_id AND c.chunk_id = v.chunk_id)
+                """
+            ).format(v=table(schema, vt), chunks=table(schema, "chunks")),
+            (tenant_id,),
+        )
+        return cur.rowcount
+
+
+@dataclass(frozen=True)
+class PendingChunk:
+    chunk_id: str
+    content_hash: str
+    text: str
+
+
+def pending_chunks(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str) -> list[PendingChunk]:
+    """Chunks with no current vector: none, NULL, or computed from other text (stale)."""
+    rows = conn.execute(
+        sql.SQL(
+            """
+            SELECT c.chunk_id, c.content_hash, c.text FROM {chunks} c
+              LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
+             WHERE c.tenant_id = %s
+               AND (v.chunk_id IS NULL OR v.embedding IS NULL OR v.content_hash <> c.content_hash)
+            """
+        ).format(v=table(schema, vt), chunks=table(schema, "chunks")),
+        (tenant_id,),
+    ).fetchall()
+    return [PendingChunk(*r) for r in rows]
+
+
+def validate_vectors(vectors: np.ndarray, n: int, dims: int) -> None:
+    import numpy as np
+
+    if vectors.ndim != 2 or vectors.shape != (n, dims):
+        raise VectorValidationError(f"expected {n} vectors of {dims} dimensions, got shape {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise VectorValidationError("vectors contain NaN or infinite values")
+    if (np.linalg.norm(vectors, axis=1) == 0).any():
+        raise VectorValidationError("vectors contain all-zero rows")
+
+
+def write_vectors(
+    conn: psycopg.Connection,
+    schema: str,
+    identity: ModelIdentity,
+    tenant_id: str,
+    chunks: Sequence[PendingChunk],
+    vectors: np.ndarray,
+    run_id: str,
+) -> int:
+    """Replace these chunks' vectors in one transaction (binary COPY). Validates before writing anything."""
+    validate_vectors(vectors, len(chunks), identity.dims)
+    t = table(schema, identity.vector_table)
+    now = datetime.now(UTC)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND chunk_id = ANY(%s)").format(t),
+            (tenant_id, [c.chunk_id for c in chunks]),
+        )
+        copy_sql = sql.SQL(
+            "COPY {} (tenant_id, chunk_id, content_hash, embedding, model_key, run_id, embedded_at) "
+            "FROM STDIN WITH (FORMAT BINARY)"
+        ).format(t)
+        with conn.cursor().copy(copy_sql) as copy:
+            copy.set_types(["text", "text", "text", "vector", "text", "text", "timestamptz"])
+            for chunk, vec in zip(chunks, vectors, strict=True):
+                copy.write_row((tenant_id, chunk.chunk_id, chunk.content_hash, vec, identity.model_key, run_id, now))
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND model_key = %s AND chunk_id = ANY(%s)").format(
+                table(schema, "embedding_errors")
+            ),
+            (tenant_id, identity.model_key, [c.chunk_id for c in chunks]),
+        )
+    return len(chunks)
+
+
+def record_errors(
+    conn: psycopg.Connection,
+    schema: str,
+    model_key: str,
+    tenant_id: str,
+    chunk_ids: Sequence[str],
+    error_kind: str,
+    message: str,
+) -> None:
+    with conn.transaction():
+        conn.cursor().executemany(
+            sql.SQL(
+                """
+                INSERT INTO {} AS e (tenant_id, chunk_id, model_key, error_kind, message)
+                VALUES (%s, %s, %s, %s, %s)
+                ON CONFLICT (tenant_id, chunk_id, model_key) DO UPDATE
+                   SET error_kind = EXCLUDED.error_kind, message = EXCLUDED.message,
+                       attempts = e.attempts + 1, last_attempt_at = now()
+                """
+            ).format(table(schema, "embedding_errors")),
+            [(tenant_id, cid, model_key, error_kind, message[:1000]) for cid in chunk_ids],
+        )
+
+
+def coverage(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str) -> tuple[int, int]:
+    """(live chunks, chunks with a current non-NULL vector)."""
+    row = conn.execute(
+        sql.SQL(
+            """
+            SELECT count(*), count(v.chunk_id) FROM {chunks} c
+              LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
+                             AND v.content_hash = c.content_hash AND v.embedding IS NOT NULL
+             WHERE c.tenant_id = %s
+            """
+        ).format(v=table(schema, vt), chunks=table(schema, "chunks")),
+        (tenant_id,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])

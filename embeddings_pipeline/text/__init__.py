@@ -1,0 +1,1 @@
+"""Text processing: markdown/text -> typed blocks -> token-bounded chunks; hashing; tokenizers."""
