@@ -163,7 +163,7 @@ def build_embeddings(
             vectors.record_errors(conn, schema, identity.model_key, tenant_id, [c.chunk_id for c in batch],
                                   kind, str(exc))
             report.failed += len(batch)
-            if len(report.errors) < 5:
+            if len(report.errors) < 5 and f"{kind}: {exc}" not in report.errors:
                 report.errors.append(f"{kind}: {exc}")
         done += len(batch)
         if progress:
