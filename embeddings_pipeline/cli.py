@@ -39,8 +39,13 @@ def _tenant(value: str) -> str:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
 
 
 @click.group()
@@ -49,6 +54,7 @@ def main() -> None:
 
 
 # --- db ---------------------------------------------------------------------------------------------------
+
 
 @main.group()
 def db() -> None:
@@ -97,6 +103,7 @@ def db_status(as_json: bool) -> None:
 
 # --- content ----------------------------------------------------------------------------------------------
 
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--tenant", "-t", required=True, callback=lambda _c, _p, v: _tenant(v))
@@ -111,8 +118,10 @@ def ingest(paths: tuple[Path, ...], tenant: str) -> None:
             report = upsert_documents(conn, store.schema, tenant, read_paths(list(paths)))
     except (IngestError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    console.print(f"tenant [bold]{tenant}[/]: {report.inserted} new, {report.updated} changed, "
-                  f"{report.unchanged} unchanged documents")
+    console.print(
+        f"tenant [bold]{tenant}[/]: {report.inserted} new, {report.updated} changed, "
+        f"{report.unchanged} unchanged documents"
+    )
 
 
 def _all_tenants() -> list[str]:
@@ -132,8 +141,14 @@ def _materialize(tenants: list[str]) -> list:
         def done(run) -> None:
             mark = "[green]ok[/]" if run.success else "[red]FAILED[/]"
             meta = run.metadata
-            detail = (f"embedded {meta.get('embedded', 0)}, reused {meta.get('reused', 0)}, "
-                      f"deleted {meta.get('deleted', 0)}") if run.success else run.error
+            detail = (
+                (
+                    f"embedded {meta.get('embedded', 0)}, reused {meta.get('reused', 0)}, "
+                    f"deleted {meta.get('deleted', 0)}"
+                )
+                if run.success
+                else run.error
+            )
             progress.console.print(f"{mark} {run.tenant}: {detail}  (run {run.run_id[:8]})")
             progress.advance(task)
 
@@ -152,7 +167,9 @@ def materialize(tenants: list[str], all_tenants: bool) -> None:
     runs = _materialize(tenants)
     failed = [r for r in runs if not r.success]
     if failed:
-        raise click.ClickException(f"{len(failed)} of {len(runs)} tenants failed: {', '.join(r.tenant for r in failed)}")
+        raise click.ClickException(
+            f"{len(failed)} of {len(runs)} tenants failed: {', '.join(r.tenant for r in failed)}"
+        )
 
 
 def _status_rows(tenants: list[str] | None) -> list[dict[str, object]]:
@@ -216,17 +233,27 @@ def search(query: str, tenant: str, k: int, as_json: bool) -> None:
 @main.command("eval")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--tenant", "-t", required=True, callback=lambda _c, _p, v: _tenant(v))
+@click.option(
+    "--protocol",
+    type=click.Choice(["mteb", "pipeline"]),
+    default="mteb",
+    show_default=True,
+    help="mteb: one vector per document, cut by the model at its token limit (the published protocol); "
+    "pipeline: the default chunking (long documents split), each document ranked by its best chunk",
+)
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(dataset: Path, tenant: str, as_json: bool) -> None:
+def eval_cmd(dataset: Path, tenant: str, protocol: str, as_json: bool) -> None:
     """Ingest a BEIR dataset into TENANT, materialize it, and score nDCG@10 / recall@100 on its test queries."""
     from .ingest import read_beir_corpus
     from .search import search_vector
     from .search.evaluate import evaluate, load_qrels, load_queries, rank_documents
     from .store.documents import upsert_documents
+    from .store.tenants import set_chunk_overflow
 
     store = _store()
     with store.connect() as conn:
         upsert_documents(conn, store.schema, tenant, read_beir_corpus(dataset / "corpus.jsonl"))
+        set_chunk_overflow(conn, store.schema, tenant, "truncate" if protocol == "mteb" else "split")
     runs = _materialize([tenant])
     if not runs[0].success:
         raise click.ClickException(f"materializing {tenant} failed: {runs[0].error}")
@@ -237,24 +264,33 @@ def eval_cmd(dataset: Path, tenant: str, as_json: bool) -> None:
         task = progress.add_task("queries", total=len(qrels))
 
         def rank(text: str) -> list[str]:
-            hits = search_vector(conn, store.schema, provider.identity.vector_table, tenant,
-                                 provider.embed_query(text), k=300)
+            hits = search_vector(
+                conn, store.schema, provider.identity.vector_table, tenant, provider.embed_query(text), k=300
+            )
             progress.advance(task)
             return rank_documents([(h.doc_id, h.score) for h in hits], 100)
 
         result = evaluate(queries, qrels, rank)
     if as_json:
-        click.echo(json.dumps(result.as_dict()))
+        click.echo(json.dumps({**result.as_dict(), "protocol": protocol}))
     else:
-        console.print(f"{dataset.name}: nDCG@10 = {result.ndcg_at_10:.5f}, recall@100 = {result.recall_at_100:.5f} "
-                      f"over {result.queries} queries (model {provider.identity.model_key})")
+        console.print(
+            f"{dataset.name}: nDCG@10 = {result.ndcg_at_10:.5f}, recall@100 = {result.recall_at_100:.5f} "
+            f"over {result.queries} queries (protocol {protocol}, model {provider.identity.model_key})"
+        )
 
 
 # --- demo and UI ------------------------------------------------------------------------------------------
 
+
 @main.command()
-@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path), default=SAMPLE_CORPUS,
-              show_default=False, help="folder with one sub-folder per tenant (default: the bundled sample)")
+@click.option(
+    "--corpus",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=SAMPLE_CORPUS,
+    show_default=False,
+    help="folder with one sub-folder per tenant (default: the bundled sample)",
+)
 def demo(corpus: Path) -> None:
     """Ingest the sample corpus for its tenants, materialize every tenant, print the per-tenant table."""
     from .ingest import read_paths
@@ -265,8 +301,9 @@ def demo(corpus: Path) -> None:
     with store.connect() as conn:
         for tenant in tenants:
             report = upsert_documents(conn, store.schema, tenant, read_paths([corpus / tenant]))
-            console.print(f"ingested {tenant}: {report.inserted} new, {report.updated} changed, "
-                          f"{report.unchanged} unchanged")
+            console.print(
+                f"ingested {tenant}: {report.inserted} new, {report.updated} changed, {report.unchanged} unchanged"
+            )
     runs = _materialize(tenants)
     _print_status(_status_rows(tenants))
     embedded = sum(int(r.metadata.get("embedded", 0) or 0) for r in runs)

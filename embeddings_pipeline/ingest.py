@@ -30,8 +30,7 @@ def read_beir_corpus(path: Path) -> Iterator[SourceDocument]:
             title = str(row.get("title") or "").strip()
             text = str(row.get("text") or "")
             body = f"{title} {text}" if title else text
-            yield SourceDocument(doc_id=doc_id, title=title, body=body, format="text",
-                                 metadata={"source": path.name})
+            yield SourceDocument(doc_id=doc_id, title=title, body=body, format="text", metadata={"source": path.name})
 
 
 def read_file(path: Path, doc_id: str) -> SourceDocument:
@@ -44,8 +43,7 @@ def read_file(path: Path, doc_id: str) -> SourceDocument:
     title = ""
     if fmt == "markdown":
         title = next((ln.lstrip("#").strip() for ln in body.splitlines() if ln.startswith("# ")), "")
-    return SourceDocument(doc_id=doc_id, title=title or path.stem, body=body, format=fmt,
-                          metadata={"path": doc_id})
+    return SourceDocument(doc_id=doc_id, title=title or path.stem, body=body, format=fmt, metadata={"path": doc_id})
 
 
 def read_paths(paths: list[Path]) -> Iterator[SourceDocument]:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import psycopg
 
 from .providers.base import EmbeddingProvider
-from .store import content, vectors
+from .store import content, tenants, vectors
 from .text.blocks import parse_blocks
 from .text.chunks import CHUNKER_VERSION, chunk_blocks
 
@@ -87,9 +87,10 @@ class EmbeddingsReport:
         }
 
 
-def chunker_version_for(provider: EmbeddingProvider) -> str:
-    """Chunk texts depend on the chunker and on the tokenizer limit they were split for."""
-    return f"{CHUNKER_VERSION}:{provider.identity.model_key}:{provider.identity.max_tokens}"
+def chunker_version_for(provider: EmbeddingProvider, overflow: str = "split") -> str:
+    """Chunk texts depend on the chunker, the tokenizer limit they were split for, and the overflow policy."""
+    version = f"{CHUNKER_VERSION}:{provider.identity.model_key}:{provider.identity.max_tokens}"
+    return version if overflow == "split" else f"{version}:{overflow}"
 
 
 def build_blocks(conn: psycopg.Connection, schema: str, tenant_id: str) -> BlocksReport:
@@ -108,15 +109,16 @@ def build_blocks(conn: psycopg.Connection, schema: str, tenant_id: str) -> Block
 def build_chunks(
     conn: psycopg.Connection, schema: str, tenant_id: str, provider: EmbeddingProvider, batch: int = 500
 ) -> ChunksReport:
-    version = chunker_version_for(provider)
+    overflow = tenants.chunk_overflow(conn, schema, tenant_id)
+    version = chunker_version_for(provider, overflow)
     report = ChunksReport(chunker_version=version)
     todo = content.documents_to_chunk(conn, schema, tenant_id, version)
     for start in range(0, len(todo), batch):
         docs = todo[start : start + batch]
         blocks = content.blocks_of(conn, schema, tenant_id, [d.doc_id for d in docs])
+        limit = provider.identity.max_tokens
         chunked = [
-            (d, chunk_blocks(blocks[d.doc_id], d.title, provider.tokenizer, provider.identity.max_tokens))
-            for d in docs
+            (d, chunk_blocks(blocks[d.doc_id], d.title, provider.tokenizer, limit, overflow=overflow)) for d in docs
         ]
         report.chunks_written += content.replace_chunks(conn, schema, tenant_id, chunked, version)
         report.documents_chunked += len(docs)
@@ -160,8 +162,9 @@ def build_embeddings(
         except (vectors.VectorValidationError, RuntimeError, ValueError, OSError) as exc:
             kind = type(exc).__name__
             log.error("tenant %r: %d chunks failed to embed (%s: %s)", tenant_id, len(batch), kind, exc)
-            vectors.record_errors(conn, schema, identity.model_key, tenant_id, [c.chunk_id for c in batch],
-                                  kind, str(exc))
+            vectors.record_errors(
+                conn, schema, identity.model_key, tenant_id, [c.chunk_id for c in batch], kind, str(exc)
+            )
             report.failed += len(batch)
             if len(report.errors) < 5 and f"{kind}: {exc}" not in report.errors:
                 report.errors.append(f"{kind}: {exc}")

@@ -45,8 +45,17 @@ def test_ingest_materialize_status_search(cli, tmp_path):
     cli("materialize", "--tenant", "acme")
     status = json.loads(cli("status", "--json").output)
     (row,) = status["tenants"]
-    assert set(row) == {"tenant", "documents", "blocks", "chunks", "vectors", "missing", "stale", "errors",
-                        "model_key"}
+    assert set(row) == {
+        "tenant",
+        "documents",
+        "blocks",
+        "chunks",
+        "vectors",
+        "missing",
+        "stale",
+        "errors",
+        "model_key",
+    }
     assert row["tenant"] == "acme" and row["documents"] == 3
     assert row["vectors"] == row["chunks"] > 0 and row["missing"] == row["stale"] == row["errors"] == 0
 
@@ -94,4 +103,4 @@ def _tiny_beir(tmp_path: Path) -> Path:
 
 def test_eval_on_a_beir_folder(cli, tmp_path):
     result = json.loads(cli("eval", str(_tiny_beir(tmp_path)), "--tenant", "beir", "--json").output.splitlines()[-1])
-    assert result == {"ndcg_at_10": 1.0, "recall_at_100": 1.0, "queries": 2}
+    assert result == {"ndcg_at_10": 1.0, "recall_at_100": 1.0, "queries": 2, "protocol": "mteb"}

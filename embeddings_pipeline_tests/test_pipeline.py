@@ -141,7 +141,7 @@ def test_search_never_crosses_tenants(conn, schema, provider, instance):
 
 
 ODD_TENANTS = [
-    "o'brien \"quoted\"",
+    'o\'brien "quoted"',
     "a/b\\c",
     "ünïcødé-テナント",
     "'; DROP TABLE documents; --",
@@ -183,12 +183,17 @@ def test_one_tenant_failing_does_not_stop_the_others(conn, schema, pg_url, provi
 
 def test_bad_documents_lose_nothing(conn, schema, provider, instance):
     huge = " ".join(f"word{i}" for i in range(30_000))
-    seed(conn, schema, "acme", {
-        "nul.md": "# Nul\n\nbefore\x00after the nul byte",
-        "empty.md": "",
-        "broken.md": "# Broken\n\n```python\nunclosed fence\n| a | b\n|--|\n<div>",
-        "huge.txt": huge,
-    })
+    seed(
+        conn,
+        schema,
+        "acme",
+        {
+            "nul.md": "# Nul\n\nbefore\x00after the nul byte",
+            "empty.md": "",
+            "broken.md": "# Broken\n\n```python\nunclosed fence\n| a | b\n|--|\n<div>",
+            "huge.txt": huge,
+        },
+    )
     _ok(materialize_tenants(["acme"], instance=instance))
     st = tenant_status(conn, schema, "acme", provider.identity.model_key)
     assert st.documents == 4 and st.missing == 0 and st.stale == 0
@@ -201,3 +206,17 @@ def test_bad_documents_lose_nothing(conn, schema, provider, instance):
     assert len(words) == 30_000  # every word of the huge document is in some chunk
     longest = conn.execute(f"SELECT max(token_count) FROM {schema}.chunks").fetchone()  # noqa: S608
     assert longest is not None and longest[0] <= provider.identity.max_tokens
+
+
+def test_changing_the_overflow_policy_rechunks_and_embeds_only_new_texts(conn, schema, provider, instance):
+    from embeddings_pipeline.store.tenants import set_chunk_overflow
+
+    long = " ".join(f"Sentence {i} describes how the forklift battery {i} is charged." for i in range(60))
+    seed(conn, schema, "acme", {"a.txt": f"Short intro.\n\n{long}\n\nShort outro."}, fmt="text")
+    split = _ok(materialize_tenants(["acme"], instance=instance))["acme"]
+    assert split["chunks"] >= 4  # the long paragraph was split
+    set_chunk_overflow(conn, schema, "acme", "truncate")
+    truncated = _ok(materialize_tenants(["acme"], instance=instance))["acme"]
+    assert truncated["chunks"] == 3 and truncated["embedded"] == 1 and truncated["reused"] == 2
+    versions = conn.execute(f"SELECT DISTINCT chunker_version FROM {schema}.chunks").fetchall()  # noqa: S608
+    assert [v[0].endswith(":truncate") for v in versions] == [True]

@@ -99,8 +99,7 @@ def prose(sentences: int, seed: int = 0) -> str:
     """Deterministic sentences of 5-20 words, each ending with a period."""
     rng = random.Random(seed)
     return " ".join(
-        " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 20))).capitalize() + "."
-        for _ in range(sentences)
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 20))).capitalize() + "." for _ in range(sentences)
     )
 
 
@@ -143,10 +142,7 @@ def test_content_hash_is_sha256_of_utf8(text: str, expected: str) -> None:
 
 
 def test_stable_id_joins_parts_with_unit_separator() -> None:
-    assert (
-        stable_id("doc", "paragraph", "x", "0")
-        == hashlib.sha256(b"doc\x1fparagraph\x1fx\x1f0").hexdigest()[:24]
-    )
+    assert stable_id("doc", "paragraph", "x", "0") == hashlib.sha256(b"doc\x1fparagraph\x1fx\x1f0").hexdigest()[:24]
     assert len(stable_id("a")) == 24
     assert stable_id("a", "b") != stable_id("ab") != stable_id("a b")
     assert stable_id("a", "b") != stable_id("b", "a")
@@ -252,9 +248,7 @@ def test_block_ids_survive_an_insert_at_the_top() -> None:
 def test_editing_one_paragraph_changes_only_its_id() -> None:
     before = parse_blocks("d", NOTE)
     after = parse_blocks("d", NOTE.replace("Check the logs.", "Check the logs twice."))
-    changed = [
-        i for i, (old, new) in enumerate(zip(before, after, strict=True)) if old.block_id != new.block_id
-    ]
+    changed = [i for i, (old, new) in enumerate(zip(before, after, strict=True)) if old.block_id != new.block_id]
     assert changed == [9]
     assert after[9].content_hash != before[9].content_hash
 
@@ -265,12 +259,8 @@ def test_identical_paragraphs_get_distinct_stable_ids() -> None:
     assert len(set(same)) == 3
     assert same == [stable_id("d", "paragraph", "Same.", str(n)) for n in range(3)]
     # editing "Other." leaves every "Same." id unchanged; another document gets other ids
-    assert [
-        b.block_id for b in parse_blocks("d", "Same.\n\nChanged.\n\nSame.\n\nSame.") if b.text == "Same."
-    ] == same
-    assert not set(same) & {
-        block.block_id for block in parse_blocks("e", "Same.\n\nOther.\n\nSame.\n\nSame.")
-    }
+    assert [b.block_id for b in parse_blocks("d", "Same.\n\nChanged.\n\nSame.\n\nSame.") if b.text == "Same."] == same
+    assert not set(same) & {block.block_id for block in parse_blocks("e", "Same.\n\nOther.\n\nSame.\n\nSame.")}
 
 
 BROKEN_MARKDOWN = {
@@ -299,9 +289,7 @@ def test_broken_markdown_never_raises(body: str, tokenizer: HuggingFaceTokenizer
 
 
 def test_unclosed_fence_swallows_the_rest_as_code() -> None:
-    assert shape(parse_blocks("d", BROKEN_MARKDOWN["unclosed fence"])) == [
-        ("code", (), "def f(:\n\n# not a heading")
-    ]
+    assert shape(parse_blocks("d", BROKEN_MARKDOWN["unclosed fence"])) == [("code", (), "def f(:\n\n# not a heading")]
 
 
 def test_empty_blocks_are_kept_but_not_chunked(tokenizer: HuggingFaceTokenizer) -> None:
@@ -329,9 +317,7 @@ def test_empty_blocks_are_kept_but_not_chunked(tokenizer: HuggingFaceTokenizer) 
         ("Fleet handbook", (), "fleet Handbook", "Fleet handbook"),
     ],
 )
-def test_heading_chunk_text_is_a_breadcrumb(
-    title: str, path: tuple[str, ...], heading: str, expected: str
-) -> None:
+def test_heading_chunk_text_is_a_breadcrumb(title: str, path: tuple[str, ...], heading: str, expected: str) -> None:
     assert chunk_text("heading", heading, title, path) == expected
 
 
@@ -410,9 +396,7 @@ def test_chunk_blocks_of_the_note(tokenizer: HuggingFaceTokenizer, fresh_count: 
     assert CHUNKER_VERSION == "blocks-v1"
 
 
-def test_long_block_becomes_several_chunks(
-    tokenizer: HuggingFaceTokenizer, fresh_count: Callable[[str], int]
-) -> None:
+def test_long_block_becomes_several_chunks(tokenizer: HuggingFaceTokenizer, fresh_count: Callable[[str], int]) -> None:
     long_paragraph = prose(120, seed=1)
     blocks = parse_blocks("d", f"# Intro\n\n{long_paragraph}\n\nShort tail.")
     chunks = chunk_blocks(blocks, "", tokenizer, MAX_TOKENS)
@@ -427,17 +411,25 @@ def test_long_block_becomes_several_chunks(
     assert all(chunk.token_count == fresh_count(chunk.text) <= MAX_TOKENS for chunk in chunks)
 
 
+def test_truncate_policy_keeps_a_long_block_whole(
+    tokenizer: HuggingFaceTokenizer, fresh_count: Callable[[str], int]
+) -> None:
+    long_paragraph = prose(120, seed=1)
+    blocks = parse_blocks("d", f"{long_paragraph}\n\nShort tail.", "text")
+    chunks = chunk_blocks(blocks, "", tokenizer, MAX_TOKENS, overflow="truncate")
+    assert [c.text for c in chunks] == [long_paragraph, "Short tail."]
+    assert chunks[0].token_count == fresh_count(long_paragraph) > MAX_TOKENS  # visible as truncated
+    with pytest.raises(ValueError, match="overflow"):
+        chunk_blocks(blocks, "", tokenizer, MAX_TOKENS, overflow="drop")
+
+
 def test_chunks_without_any_token_are_skipped(tokenizer: HuggingFaceTokenizer) -> None:
     blocks = parse_blocks("d", "\x00\x00\n\nreal text")  # NUL -> U+FFFD, which BERT's normaliser drops
     assert [chunk.text for chunk in chunk_blocks(blocks, "", tokenizer, MAX_TOKENS)] == ["real text"]
 
 
-def test_big_table_packs_whole_rows(
-    tokenizer: HuggingFaceTokenizer, fresh_count: Callable[[str], int]
-) -> None:
-    rows = "\n".join(
-        f"| svc-{i} | {8000 + i} | owner {i} has a fairly long description here |" for i in range(80)
-    )
+def test_big_table_packs_whole_rows(tokenizer: HuggingFaceTokenizer, fresh_count: Callable[[str], int]) -> None:
+    rows = "\n".join(f"| svc-{i} | {8000 + i} | owner {i} has a fairly long description here |" for i in range(80))
     huge_cell = " ".join(["overflowing"] * 400)
     table = f"| Service | Port | Notes |\n|---|---|---|\n{rows}\n| giant | 1 | {huge_cell} |"
     blocks = parse_blocks("d", table)
@@ -447,8 +439,7 @@ def test_big_table_packs_whole_rows(
     packed = [chunk for chunk in chunks if "giant" not in chunk.text and "overflowing" not in chunk.text]
     groups = [group for chunk in packed for group in chunk.text.split("\n\n")]
     assert groups == [
-        f"Service: svc-{i}\nPort: {8000 + i}\nNotes: owner {i} has a fairly long description here"
-        for i in range(80)
+        f"Service: svc-{i}\nPort: {8000 + i}\nNotes: owner {i} has a fairly long description here" for i in range(80)
     ]  # every row whole, in order, exactly once
     assert 3 <= len(packed) < 80
     oversized = [chunk.text for chunk in chunks if chunk not in packed]
@@ -460,25 +451,17 @@ def test_big_table_packs_whole_rows(
 SPLIT_TEXTS = {
     "prose": prose(200, seed=2),
     "one 5000-char word": "x" * 5000,
-    "5000-char word of subwords": "".join(
-        random.Random(3).choice(["tokenization", "-", "9", "é"]) for _ in range(900)
-    ),
-    "cjk": "".join(
-        random.Random(4).choice("机器学习是人工智能的一个分支。我们今天讨论嵌入向量") for _ in range(3000)
-    ),
+    "5000-char word of subwords": "".join(random.Random(3).choice(["tokenization", "-", "9", "é"]) for _ in range(900)),
+    "cjk": "".join(random.Random(4).choice("机器学习是人工智能的一个分支。我们今天讨论嵌入向量") for _ in range(3000)),
     "emoji": "".join(random.Random(5).choice(["🙂", "🎉", "👍🏽", " ", "ok", "😀😀"]) for _ in range(3000)),
     "code": "\n".join(f"    value_{i} = compute(alpha={i}, beta='{i * 7}')  # note {i}" for i in range(300)),
-    "mixed scripts": " ".join(
-        ["naïve café", "Ελληνικά", "русский", "عربى", "日本語テキスト", "\u0301x\u200bz"] * 200
-    ),
+    "mixed scripts": " ".join(["naïve café", "Ελληνικά", "русский", "عربى", "日本語テキスト", "\u0301x\u200bz"] * 200),
 }
 
 
 def covered(spans: list[tuple[int, int]], start: int, end: int, text: str) -> bool:
     return all(
-        any(a <= position < b for a, b in spans)
-        for position in range(start, end)
-        if not text[position].isspace()
+        any(a <= position < b for a, b in spans) for position in range(start, end) if not text[position].isspace()
     )
 
 
@@ -550,9 +533,7 @@ def test_split_works_with_the_whitespace_tokenizer() -> None:
 
 
 @pytest.mark.parametrize(("max_tokens", "overlap"), [(2, 0), (1, 0), (256, -1)])
-def test_split_rejects_impossible_limits(
-    max_tokens: int, overlap: int, tokenizer: HuggingFaceTokenizer
-) -> None:
+def test_split_rejects_impossible_limits(max_tokens: int, overlap: int, tokenizer: HuggingFaceTokenizer) -> None:
     with pytest.raises(ValueError):
         split_by_tokens("some text", tokenizer, max_tokens, overlap)
 

@@ -1,6 +1,5 @@
 """blocks -> chunks -> embeddings, one tenant partition per run; `documents` is the observed source."""
 
-
 import dagster as dg
 
 from .. import steps
@@ -62,9 +61,7 @@ def chunks(context: dg.AssetExecutionContext, store: PipelineStore, model: Embed
     owners=OWNERS,
     description="pgvector embeddings of every live chunk by the tenant's model, with lineage on each row.",
 )
-def embeddings(
-    context: dg.AssetExecutionContext, store: PipelineStore, model: EmbeddingModel
-) -> dg.MaterializeResult:
+def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: EmbeddingModel) -> dg.MaterializeResult:
     tenant = context.partition_key
     provider = model.provider()
     identity = provider.identity
@@ -72,7 +69,9 @@ def embeddings(
         try:
             report = steps.build_embeddings(conn, store.schema, tenant, provider, context.run.run_id)
         except steps.EmbeddingIncomplete as exc:
-            raise dg.Failure(description=str(exc), metadata={"tenant": tenant, "model_key": identity.model_key}) from exc
+            raise dg.Failure(
+                description=str(exc), metadata={"tenant": tenant, "model_key": identity.model_key}
+            ) from exc
     context.log.info("tenant %r: %s", tenant, report.as_metadata())
     return dg.MaterializeResult(
         metadata={

@@ -35,7 +35,14 @@ class ModelIdentity:
         """Short, stable slug of everything that changes the vectors: the lineage anchor and table suffix."""
         digest = hashlib.sha256(
             "\x1f".join(
-                [self.provider, self.name, self.revision, str(self.dims), self.query_prefix, self.passage_prefix]
+                [
+                    self.provider,
+                    self.name,
+                    self.revision,
+                    str(self.dims),
+                    self.query_prefix,
+                    self.passage_prefix,
+                ]
             ).encode()
         ).hexdigest()[:8]
         slug = re.sub(r"[^a-z0-9]+", "_", self.name.lower().rsplit("/", 1)[-1]).strip("_")[:28] or "model"

@@ -109,9 +109,7 @@ class SentenceTransformerProvider:
         if not texts:
             return np.zeros((0, self.identity.dims), dtype=np.float32)
         model = self._load()
-        vectors = model.encode(
-            texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
-        )
+        vectors = model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_documents(self, texts: list[str]) -> np.ndarray:

@@ -69,7 +69,12 @@ def search_vector(
 
 
 def search(
-    conn: psycopg.Connection, schema: str, provider: EmbeddingProvider, tenant_id: str, query: str, k: int = 10
+    conn: psycopg.Connection,
+    schema: str,
+    provider: EmbeddingProvider,
+    tenant_id: str,
+    query: str,
+    k: int = 10,
 ) -> list[SearchHit]:
     """The Python API for apps: embed the query with the model and return the tenant's top-k chunks."""
     return search_vector(conn, schema, provider.identity.vector_table, tenant_id, provider.embed_query(query), k)

@@ -17,8 +17,11 @@ class EvalResult:
     queries: int
 
     def as_dict(self) -> dict[str, float | int]:
-        return {"ndcg_at_10": round(self.ndcg_at_10, 5), "recall_at_100": round(self.recall_at_100, 5),
-                "queries": self.queries}
+        return {
+            "ndcg_at_10": round(self.ndcg_at_10, 5),
+            "recall_at_100": round(self.recall_at_100, 5),
+            "queries": self.queries,
+        }
 
 
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:

@@ -86,8 +86,16 @@ def replace_blocks(
             for _, blocks in parsed:
                 for b in blocks:
                     copy.write_row(
-                        (tenant_id, b.block_id, b.doc_id, b.ordinal, b.block_type, list(b.heading_path), b.text,
-                         b.content_hash)
+                        (
+                            tenant_id,
+                            b.block_id,
+                            b.doc_id,
+                            b.ordinal,
+                            b.block_type,
+                            list(b.heading_path),
+                            b.text,
+                            b.content_hash,
+                        )
                     )
                     n += 1
         conn.cursor().executemany(
@@ -183,8 +191,17 @@ def replace_chunks(
             for _, chunks in chunked:
                 for c in chunks:
                     copy.write_row(
-                        (tenant_id, c.chunk_id, c.block_id, c.doc_id, c.ordinal, c.text, c.content_hash,
-                         c.token_count, chunker_version)
+                        (
+                            tenant_id,
+                            c.chunk_id,
+                            c.block_id,
+                            c.doc_id,
+                            c.ordinal,
+                            c.text,
+                            c.content_hash,
+                            c.token_count,
+                            chunker_version,
+                        )
                     )
                     n += 1
         conn.cursor().executemany(

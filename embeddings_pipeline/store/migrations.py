@@ -94,6 +94,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "per-tenant chunk overflow policy",
+        """
+        ALTER TABLE {s}.tenants ADD COLUMN IF NOT EXISTS chunk_overflow text NOT NULL DEFAULT 'split'
+            CHECK (chunk_overflow IN ('split', 'truncate'));
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -67,5 +67,14 @@ def tenant_status(conn: psycopg.Connection, schema: str, tenant_id: str, model_k
         assert row is not None
         vectors, stale = int(row[0]), int(row[1])
         missing = counts["chunks"] - vectors
-    return TenantStatus(tenant_id, counts["documents"], counts["blocks"], counts["chunks"], vectors, missing, stale,
-                        counts["errors"], model_key)
+    return TenantStatus(
+        tenant_id,
+        counts["documents"],
+        counts["blocks"],
+        counts["chunks"],
+        vectors,
+        missing,
+        stale,
+        counts["errors"],
+        model_key,
+    )

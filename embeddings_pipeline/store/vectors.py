@@ -39,8 +39,18 @@ def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentit
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (model_key) DO NOTHING
                 """
             ).format(table(schema, "embedding_models")),
-            (key, identity.provider, identity.name, identity.revision, identity.dims, identity.normalized,
-             identity.query_prefix, identity.passage_prefix, identity.max_tokens, vt),
+            (
+                key,
+                identity.provider,
+                identity.name,
+                identity.revision,
+                identity.dims,
+                identity.normalized,
+                identity.query_prefix,
+                identity.passage_prefix,
+                identity.max_tokens,
+                vt,
+            ),
         )
         conn.execute(
             sql.SQL(

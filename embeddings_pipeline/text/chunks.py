@@ -62,21 +62,36 @@ def chunk_text(block_type: str, text: str, title: str, heading_path: Sequence[st
     return text
 
 
+OVERFLOW_POLICIES = ("split", "truncate")
+
+
 def chunk_blocks(
-    blocks: Sequence[Block], title: str, tokenizer: Tokenizer, max_tokens: int, overlap: int = DEFAULT_OVERLAP
+    blocks: Sequence[Block],
+    title: str,
+    tokenizer: Tokenizer,
+    max_tokens: int,
+    overlap: int = DEFAULT_OVERLAP,
+    overflow: str = "split",
 ) -> list[Chunk]:
     """Chunks of all ``blocks`` of one document, numbered in block order.
+
+    ``overflow`` decides what happens to a block longer than ``max_tokens``: ``split`` (the default) splits it
+    so nothing is truncated; ``truncate`` keeps it whole, so the model reads only its first ``max_tokens``
+    tokens (the protocol of published benchmarks such as MTEB). Such chunks keep their real ``token_count``,
+    so they stay visible as truncated.
 
     Besides the blocks ``chunk_text`` skips, pieces in which the tokenizer finds no token at all (e.g. only
     control characters or U+FFFD, which BERT's normaliser removes) are left out: they would embed nothing.
     """
     _budget(tokenizer, max_tokens)  # fail early on an impossible limit
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
     chunks: list[Chunk] = []
     for block in blocks:
         text = chunk_text(block.block_type, block.text, title, block.heading_path)
         if text is None:
             continue
-        pieces = _pieces(block.block_type, text, tokenizer, max_tokens, overlap)
+        pieces = [text] if overflow == "truncate" else _pieces(block.block_type, text, tokenizer, max_tokens, overlap)
         counted = ((piece, count_tokens(tokenizer, piece)) for piece in pieces)
         kept = [(piece, count) for piece, count in counted if count > tokenizer.special_tokens]
         for index, (piece, count) in enumerate(kept):
@@ -103,9 +118,7 @@ def _pieces(block_type: str, text: str, tokenizer: Tokenizer, max_tokens: int, o
     return split_by_tokens(text, tokenizer, max_tokens, overlap)
 
 
-def pack_rows(
-    rows: Sequence[str], tokenizer: Tokenizer, max_tokens: int, overlap: int = DEFAULT_OVERLAP
-) -> list[str]:
+def pack_rows(rows: Sequence[str], tokenizer: Tokenizer, max_tokens: int, overlap: int = DEFAULT_OVERLAP) -> list[str]:
     """Greedily pack whole rows (joined by blank lines) into pieces within ``max_tokens``.
 
     A row too long on its own is split by tokens. Packed pieces are verified by a fresh count, and split by
@@ -141,9 +154,7 @@ def pack_rows(
     return pieces
 
 
-def split_by_tokens(
-    text: str, tokenizer: Tokenizer, max_tokens: int, overlap: int = DEFAULT_OVERLAP
-) -> list[str]:
+def split_by_tokens(text: str, tokenizer: Tokenizer, max_tokens: int, overlap: int = DEFAULT_OVERLAP) -> list[str]:
     """Split ``text`` into overlapping pieces of at most ``max_tokens`` tokens (special tokens included).
 
     Each piece is an exact, stripped substring of ``text``; see ``split_spans`` for how windows are chosen.
@@ -238,9 +249,7 @@ def _fit_window(
         end = max(start + 1, end - excess)
 
 
-def _split_characters(
-    text: str, start: int, end: int, tokenizer: Tokenizer, max_tokens: int
-) -> list[tuple[int, int]]:
+def _split_characters(text: str, start: int, end: int, tokenizer: Tokenizer, max_tokens: int) -> list[tuple[int, int]]:
     """Cover ``text[start:end]`` (one token's characters) with the longest fitting consecutive slices.
 
     Only reachable with budgets of a few tokens; a slice of one character is emitted even if, after
@@ -299,9 +308,7 @@ def flatten_table(markdown_table: str) -> str:
             cells = []
         elif token.type in ("th_open", "td_open"):
             following = tokens[index + 1] if index + 1 < len(tokens) else None
-            cells.append(
-                _plain_text(following) if following is not None and following.type == "inline" else ""
-            )
+            cells.append(_plain_text(following) if following is not None and following.type == "inline" else "")
         elif token.type == "tr_close":
             if in_head:
                 header = cells
