@@ -2,17 +2,18 @@
 
 import dagster as dg
 
+from .defs.alerts import check_failure_alert, run_failure_alert
 from .defs.assets import blocks, chunks, documents, embeddings
+from .defs.checks import missing_vectors_sweep
 from .defs.resources import EmbeddingModel, PipelineStore
-
-embed_tenant_job = dg.define_asset_job(
-    "embed_tenant",
-    selection=dg.AssetSelection.assets(blocks, chunks, embeddings),
-    description="blocks -> chunks -> embeddings for one tenant partition.",
-)
+from .defs.schedules import embed_tenant_job, nightly_reconcile, vector_sweep_job, vector_sweep_schedule
+from .defs.sensors import embeddings_automation, new_content_sensor
 
 defs = dg.Definitions(
     assets=[documents, blocks, chunks, embeddings],
-    jobs=[embed_tenant_job],
+    asset_checks=[missing_vectors_sweep],
+    jobs=[embed_tenant_job, vector_sweep_job],
+    schedules=[vector_sweep_schedule, nightly_reconcile],
+    sensors=[new_content_sensor, embeddings_automation, run_failure_alert, check_failure_alert],
     resources={"store": PipelineStore(), "model": EmbeddingModel()},
 )

@@ -60,6 +60,7 @@ class TenantRun:
     run_id: str
     metadata: dict[str, object] = field(default_factory=dict)
     error: str | None = None
+    checks: dict[str, bool] = field(default_factory=dict)  # check name -> passed
 
 
 def _metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, object]:
@@ -101,6 +102,7 @@ def materialize_tenants(
             run_id=result.run_id,
             metadata=_metadata_of(result, "embeddings"),
             error=None if result.success else _failure_of(result),
+            checks={e.check_name: e.passed for e in result.get_asset_check_evaluations()},
         )
         runs.append(run)
         if on_done:

@@ -27,6 +27,10 @@ ProgressFn = Callable[[int, int], None]
 class EmbeddingIncomplete(RuntimeError):
     """Chunks were left without a vector; the progress made is kept and the next run resumes."""
 
+    def __init__(self, message: str, report: EmbeddingsReport) -> None:
+        super().__init__(message)
+        self.report = report
+
 
 @dataclass
 class BlocksReport:
@@ -181,6 +185,7 @@ def build_embeddings(
         raise EmbeddingIncomplete(
             f"tenant {tenant_id!r}: {report.failed} of {total} chunks have no vector for model "
             f"{identity.model_key} after this run ({'; '.join(report.errors) or 'see embedding_errors'}); "
-            "the vectors written so far are kept and the next run resumes"
+            "the vectors written so far are kept and the next run resumes",
+            report,
         )
     return report

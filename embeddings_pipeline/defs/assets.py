@@ -1,13 +1,19 @@
 """blocks -> chunks -> embeddings, one tenant partition per run; `documents` is the observed source."""
 
+from datetime import timedelta
+
 import dagster as dg
 
 from .. import steps
 from ..store.db import tenant_lock
+from .checks import CHECK_SPECS, evaluate_tenant_checks
 from .partitions import tenant_partitions
 from .resources import EmbeddingModel, PipelineStore
 
 GROUP = "embeddings"
+# New or changed documents of a tenant (reported by `new_content_sensor`) request blocks, chunks and embeddings
+# of that tenant together, in one run.
+AUTOMATION = dg.AutomationCondition.eager()
 OWNERS = ["team:search-platform"]
 
 documents = dg.AssetSpec(
@@ -26,6 +32,7 @@ documents = dg.AssetSpec(
     group_name=GROUP,
     kinds={"python", "postgres"},
     owners=OWNERS,
+    automation_condition=AUTOMATION,
     description="Typed blocks (paragraph, heading, list, table, code, mermaid) of changed documents.",
 )
 def blocks(context: dg.AssetExecutionContext, store: PipelineStore) -> dg.MaterializeResult:
@@ -42,6 +49,7 @@ def blocks(context: dg.AssetExecutionContext, store: PipelineStore) -> dg.Materi
     group_name=GROUP,
     kinds={"python", "postgres"},
     owners=OWNERS,
+    automation_condition=AUTOMATION,
     description="Embeddable texts: block-type aware, split on the model's tokenizer so nothing is truncated.",
 )
 def chunks(context: dg.AssetExecutionContext, store: PipelineStore, model: EmbeddingModel) -> dg.MaterializeResult:
@@ -59,19 +67,24 @@ def chunks(context: dg.AssetExecutionContext, store: PipelineStore, model: Embed
     group_name=GROUP,
     kinds={"pgvector", "postgres", "python"},
     owners=OWNERS,
+    check_specs=CHECK_SPECS,
+    automation_condition=AUTOMATION,
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=24), warn_window=timedelta(hours=6)),
     description="pgvector embeddings of every live chunk by the tenant's model, with lineage on each row.",
 )
 def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: EmbeddingModel) -> dg.MaterializeResult:
     tenant = context.partition_key
     provider = model.provider()
     identity = provider.identity
+    failure = None
     with store.connect() as conn, tenant_lock(conn, store.schema, tenant):
         try:
             report = steps.build_embeddings(conn, store.schema, tenant, provider, context.run.run_id)
         except steps.EmbeddingIncomplete as exc:
-            raise dg.Failure(
-                description=str(exc), metadata={"tenant": tenant, "model_key": identity.model_key}
-            ) from exc
+            # Not raised: the blocking `no_missing_vectors` check fails the run, with counts and examples.
+            context.log.error(str(exc))
+            report, failure = exc.report, str(exc)
+        check_results = evaluate_tenant_checks(conn, store.schema, identity, tenant, failure)
     context.log.info("tenant %r: %s", tenant, report.as_metadata())
     return dg.MaterializeResult(
         metadata={
@@ -84,4 +97,5 @@ def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: E
             "dagster/row_count": report.chunks,
         },
         tags={"embedding_model": identity.model_key},
+        check_results=check_results,
     )

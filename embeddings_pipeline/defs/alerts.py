@@ -1,0 +1,262 @@
+"""Alert sensors: one message per incident, to the webhook of `alerting` (and always to the log).
+
+- `run_failure_alert`: a run of this code location failed. Runs that failed only because a blocking asset check
+  failed are left to `check_failure_alert`, which reports that incident with its counts and examples.
+- `check_failure_alert`: every failed asset check evaluation (WARN and ERROR), read from the event log after a
+  cursor (the last storage id handled), so each evaluation is sent once.
+
+Neither sensor lets the webhook (down, slow, rejecting) fail or stall a tick.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+
+import dagster as dg
+from dagster._core.storage.event_log import SqlEventLogStorage
+
+from .. import alerting
+
+PARTITION_TAG = "dagster/partition"
+CHECK_BATCH = 500
+# A sensor tick has 60 s. The check sensor stops sending after this and resumes at the next tick; the run-failure
+# sensor handles up to 5 runs per tick (DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT), each with this budget.
+CHECK_TICK_BUDGET_S = 40.0
+RUN_ALERT_BUDGET_S = 10.0
+# On its very first tick the check sensor looks back this far instead of replaying the whole history.
+FIRST_TICK_LOOKBACK_S = 24 * 3600.0
+CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
+MAX_LISTED = 10
+
+
+# --- run failures ----------------------------------------------------------------------------------------------
+
+
+def _error_chain(error: object | None) -> list[str]:
+    """Messages of a SerializableErrorInfo and its causes, outermost first (no stack traces)."""
+    messages: list[str] = []
+    depth = 0
+    while error is not None and depth < 5:
+        message = (getattr(error, "message", "") or "").strip()
+        if message:
+            messages.append(message)
+        error = getattr(error, "cause", None) or getattr(error, "context", None)
+        depth += 1
+    return messages
+
+
+def _error_classes(error: object | None) -> set[str]:
+    names: set[str] = set()
+    depth = 0
+    while error is not None and depth < 5:
+        if getattr(error, "cls_name", None):
+            names.add(error.cls_name)  # type: ignore[union-attr]
+        error = getattr(error, "cause", None) or getattr(error, "context", None)
+        depth += 1
+    return names
+
+
+def _step_error(event: dg.DagsterEvent) -> object | None:
+    return getattr(event.event_specific_data, "error", None)
+
+
+def _failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetCheckEvaluation]:
+    records = instance.get_records_for_run(run_id=run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    failed = []
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
+        if (
+            isinstance(evaluation, dg.AssetCheckEvaluation)
+            and not evaluation.passed
+            and evaluation.blocking
+            and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        ):
+            failed.append(evaluation)
+    return failed
+
+
+def _run_failure_alert(context: dg.RunFailureSensorContext) -> alerting.Alert | None:
+    """The alert for a failed run, or None when a failing blocking check explains every failed step."""
+    run = context.dagster_run
+    step_failures = context.get_step_failure_events()
+    other_failures = [e for e in step_failures if CHECK_FAILED_ERROR not in _error_classes(_step_error(e))]
+    if step_failures and not other_failures and _failed_blocking_checks(context.instance, run.run_id):
+        return None
+
+    details = [f"job: {run.job_name}"]
+    failure = context.failure_event
+    if failure.message:
+        details.append(f"error: {failure.message.strip()}")
+    run_error = _error_chain(getattr(failure.event_specific_data, "error", None))
+    if run_error:
+        details.append("\n".join(run_error))
+    for event in other_failures[:MAX_LISTED]:
+        messages = _error_chain(_step_error(event))
+        details.append(f"step {event.step_key} failed: " + ("\n".join(messages) if messages else "(no error message)"))
+    return alerting.Alert(
+        title="run failed",
+        tenant=run.tags.get(PARTITION_TAG),
+        check=None,
+        severity="ERROR",
+        counts={},
+        run_id=run.run_id,
+        details="\n".join(details),
+    )
+
+
+@dg.run_failure_sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Posts one alert per failed run (job, tenant, error, link) to EMBEDDINGS_ALERT_WEBHOOK_URL and "
+    "logs it. Runs failed by a blocking asset check are reported by check_failure_alert instead.",
+)
+def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
+    run = context.dagster_run
+    try:
+        alert = _run_failure_alert(context)
+    except Exception as exc:  # still tell someone the run failed
+        context.log.exception("could not build the full alert for failed run %s", run.run_id)
+        alert = alerting.Alert(
+            title="run failed",
+            tenant=run.tags.get(PARTITION_TAG),
+            run_id=run.run_id,
+            details=f"job: {run.job_name}\n(details unavailable: {type(exc).__name__})",
+        )
+    if alert is None:
+        context.log.info("run %s failed on a blocking asset check; check_failure_alert reports it", run.run_id)
+        return
+    alerting.send_alert(alert, logger=context.log, deadline=time.monotonic() + RUN_ALERT_BUDGET_S)
+
+
+# --- failed asset checks ---------------------------------------------------------------------------------------
+
+
+def _plain(value: object) -> object:
+    return getattr(value, "value", value)
+
+
+def _listed(values: Iterable[object]) -> str:
+    values = list(values)
+    shown = ", ".join(str(v) for v in values[:MAX_LISTED])
+    return shown + (f", … ({len(values)} in all)" if len(values) > MAX_LISTED else "")
+
+
+def _metadata_details(metadata: Mapping[str, dg.MetadataValue]) -> list[str]:
+    lines = []
+    for key, value in metadata.items():
+        if key == "tenant" or isinstance(value, dg.IntMetadataValue | dg.BoolMetadataValue):
+            continue
+        plain = _plain(value)
+        if key == "example_chunk_ids" and isinstance(plain, list | tuple):
+            lines.append(f"example chunk ids: {_listed(plain)}" if plain else "example chunk ids: none")
+        elif isinstance(plain, Mapping):
+            items = sorted(plain.items(), key=lambda kv: (-kv[1], str(kv[0])) if isinstance(kv[1], int) else (0, ""))
+            lines.append(f"{key}: {_listed(f'{k}={v}' for k, v in items)}")
+        elif isinstance(plain, list | tuple):
+            lines.append(f"{key}: {_listed(plain)}")
+        elif plain is not None:
+            text = plain if isinstance(plain, str) else json.dumps(plain, default=str)
+            lines.append(f"{key}: {text[:500]}")
+    return lines
+
+
+def check_alert(record: dg.EventLogRecord) -> alerting.Alert | None:
+    """The alert for one ASSET_CHECK_EVALUATION record, or None when the check passed."""
+    entry = record.event_log_entry
+    evaluation = entry.dagster_event.event_specific_data  # type: ignore[union-attr]
+    if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
+        return None
+    metadata = evaluation.metadata or {}
+    tenant = evaluation.partition
+    if tenant is None and "tenant" in metadata:
+        tenant = str(_plain(metadata["tenant"]))
+    counts = {
+        key: value.value
+        for key, value in metadata.items()
+        if isinstance(value, dg.IntMetadataValue) and isinstance(value.value, int)
+    }
+    details = [f"asset: {evaluation.asset_key.to_user_string()}"]
+    if evaluation.description:
+        details.append(evaluation.description)
+    details += _metadata_details(metadata)
+    return alerting.Alert(
+        title="asset check failed",
+        tenant=tenant,
+        check=evaluation.check_name,
+        severity=evaluation.severity.value,
+        counts=counts,
+        run_id=entry.run_id or None,
+        details="\n".join(details),
+    )
+
+
+def _check_evaluation_records(instance: dg.DagsterInstance, after: int | None, limit: int) -> list[dg.EventLogRecord]:
+    """ASSET_CHECK_EVALUATION records with a storage id above `after`, oldest first (the first tick: the last day).
+
+    `DagsterInstance.get_event_records` is deprecated (2.0) with no replacement for check evaluations across all
+    checks; the storage method is the same query without the warning. The default local instance (run-sharded
+    SQLite) numbers events per run and refuses a plain id cursor, but it mirrors every check evaluation into its
+    cross-run index shard with global ids; the generic SQL query reads exactly that shard. Postgres and
+    consolidated SQLite are not sharded and take the plain query.
+    """
+    records_filter = dg.EventRecordsFilter(
+        event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+        after_cursor=after,
+        after_timestamp=None if after is not None else time.time() - FIRST_TICK_LOOKBACK_S,
+    )
+    storage = instance.event_log_storage
+    if storage.is_run_sharded and isinstance(storage, SqlEventLogStorage):
+        return list(SqlEventLogStorage.get_event_records(storage, records_filter, limit=limit, ascending=True))
+    return list(storage.get_event_records(records_filter, limit=limit, ascending=True))
+
+
+def _cursor(context: dg.SensorEvaluationContext) -> int | None:
+    if not context.cursor:
+        return None
+    try:
+        return int(context.cursor)
+    except ValueError:
+        context.log.warning("ignoring unreadable cursor %r; starting from the lookback window", context.cursor)
+        return None
+
+
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Posts one alert per failed asset check evaluation (WARN and ERROR: tenant, check, counts, "
+    "examples, link) to EMBEDDINGS_ALERT_WEBHOOK_URL and logs it. The cursor is the last event storage id handled.",
+)
+def check_failure_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    after = _cursor(context)
+    records = _check_evaluation_records(context.instance, after, CHECK_BATCH)
+    if not records:
+        return dg.SkipReason("no new asset check evaluations")
+
+    deadline = time.monotonic() + CHECK_TICK_BUDGET_S
+    handled = after
+    sent = undelivered = skipped = 0
+    for record in records:
+        if handled is not None and time.monotonic() >= deadline:
+            context.log.warning("alert time budget of this tick used up; continuing at the next tick")
+            break
+        handled = record.storage_id
+        try:
+            alert = check_alert(record)
+        except Exception:
+            context.log.exception("skipping check evaluation %s: it could not be turned into an alert", handled)
+            skipped += 1
+            continue
+        if alert is None:
+            continue
+        if alerting.send_alert(alert, logger=context.log, deadline=deadline):
+            sent += 1
+        else:
+            undelivered += 1  # logged by send_alert; never block the sensor on the webhook
+    if handled is not None:
+        context.update_cursor(str(handled))
+    return dg.SkipReason(
+        f"{len(records)} check evaluation(s) read: {sent} alert(s) delivered, {undelivered} only logged, "
+        f"{skipped} skipped"
+    )

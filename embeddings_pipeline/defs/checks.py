@@ -1,0 +1,94 @@
+"""Asset checks on `embeddings`: the alerting surface. Per-tenant checks run inside each materialization;
+the sweep runs on a schedule across all tenants to catch vectors nulled or deleted behind the pipeline's back."""
+
+from __future__ import annotations
+
+import dagster as dg
+import psycopg
+
+from ..providers.base import ModelIdentity
+from ..store import checks as facts
+from ..store.vectors import register_model
+from .resources import EmbeddingModel, PipelineStore
+
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+
+CHECK_SPECS = [
+    dg.AssetCheckSpec(
+        "no_missing_vectors",
+        asset="embeddings",
+        blocking=True,
+        description="Every live chunk has a non-NULL vector for the model (ERROR, blocks downstream).",
+    ),
+    dg.AssetCheckSpec("no_stale_vectors", asset="embeddings", description="Every vector's text hash is its chunk's."),
+    dg.AssetCheckSpec("single_model", asset="embeddings", description="All the tenant's vectors come from one model."),
+    dg.AssetCheckSpec(
+        "vectors_well_formed", asset="embeddings", description="Right dimension, no NaN, no zero vectors, sane norms."
+    ),
+    dg.AssetCheckSpec("no_truncation", asset="embeddings", description="No chunk is longer than the model reads."),
+]
+
+
+def _result(name: str, finding: facts.Finding, severity: dg.AssetCheckSeverity, tenant: str, **extra: object):
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=finding.ok,
+        severity=severity,
+        metadata={"tenant": tenant, "count": finding.count, "example_chunk_ids": finding.examples, **extra},
+    )
+
+
+def evaluate_tenant_checks(
+    conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant: str, failure: str | None = None
+) -> list[dg.AssetCheckResult]:
+    """The five per-tenant checks, evaluated on the rows as they are now."""
+    keys = facts.model_keys(conn, schema, identity, tenant)
+    missing_extra = {"model_key": identity.model_key, **({"run_error": failure} if failure else {})}
+    return [
+        _result(
+            "no_missing_vectors", facts.missing_vectors(conn, schema, identity, tenant), ERROR, tenant, **missing_extra
+        ),
+        _result("no_stale_vectors", facts.stale_vectors(conn, schema, identity, tenant), ERROR, tenant),
+        dg.AssetCheckResult(
+            check_name="single_model",
+            passed=len(keys) <= 1,
+            severity=WARN,
+            metadata={"tenant": tenant, "model_keys": keys, "expected": identity.model_key},
+        ),
+        _result(
+            "vectors_well_formed",
+            facts.malformed_vectors(conn, schema, identity, tenant),
+            ERROR,
+            tenant,
+            dims=identity.dims,
+        ),
+        _result(
+            "no_truncation",
+            facts.truncated_chunks(conn, schema, identity, tenant),
+            WARN,
+            tenant,
+            max_tokens=identity.max_tokens,
+        ),
+    ]
+
+
+@dg.asset_check(
+    asset="embeddings",
+    name="missing_vectors_sweep",
+    description="All tenants: live chunks whose vector is missing or NULL, e.g. written behind the pipeline's back.",
+)
+def missing_vectors_sweep(store: PipelineStore, model: EmbeddingModel) -> dg.AssetCheckResult:
+    identity = model.provider().identity
+    with store.connect() as conn:
+        register_model(conn, store.schema, identity)
+        by_tenant = facts.missing_by_tenant(conn, store.schema, identity)
+    return dg.AssetCheckResult(
+        passed=not by_tenant,
+        severity=ERROR,
+        metadata={
+            "missing_total": sum(by_tenant.values()),
+            "tenants_affected": len(by_tenant),
+            "missing_by_tenant": dg.MetadataValue.json(by_tenant),
+            "model_key": identity.model_key,
+        },
+    )

@@ -1,0 +1,112 @@
+"""The facts behind the asset checks: per-tenant counts plus a few example chunk ids, so a person can act."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from ..providers.base import ModelIdentity
+from .db import table
+
+EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """How many rows break a rule, and a few of them."""
+
+    count: int
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.count == 0
+
+
+def _finding(conn: psycopg.Connection, query: sql.Composable, params: dict[str, object]) -> Finding:
+    row = conn.execute(
+        sql.SQL("SELECT count(*), (array_agg(id ORDER BY id))[1:{n}] FROM ({q}) f").format(
+            q=query, n=sql.Literal(EXAMPLES)
+        ),
+        params,
+    ).fetchone()
+    assert row is not None
+    return Finding(int(row[0]), list(row[1] or []))
+
+
+def _names(schema: str, identity: ModelIdentity) -> dict[str, sql.Composable]:
+    return {"chunks": table(schema, "chunks"), "v": table(schema, identity.vector_table)}
+
+
+def missing_vectors(conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant_id: str) -> Finding:
+    """Live chunks with no vector row, or a NULL embedding, for the model."""
+    q = sql.SQL(
+        """
+        SELECT c.chunk_id AS id FROM {chunks} c
+          LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
+         WHERE c.tenant_id = %(t)s AND (v.chunk_id IS NULL OR v.embedding IS NULL)
+        """
+    ).format(**_names(schema, identity))
+    return _finding(conn, q, {"t": tenant_id})
+
+
+def stale_vectors(conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant_id: str) -> Finding:
+    """Vectors computed from other text than their chunk's current text."""
+    q = sql.SQL(
+        """
+        SELECT c.chunk_id AS id FROM {chunks} c
+          JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
+         WHERE c.tenant_id = %(t)s AND v.content_hash <> c.content_hash
+        """
+    ).format(**_names(schema, identity))
+    return _finding(conn, q, {"t": tenant_id})
+
+
+def model_keys(conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant_id: str) -> list[str]:
+    """The model keys recorded on the tenant's vectors (one is the only healthy answer)."""
+    rows = conn.execute(
+        sql.SQL("SELECT DISTINCT model_key FROM {v} WHERE tenant_id = %s ORDER BY 1").format(
+            **_names(schema, identity)
+        ),
+        (tenant_id,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def malformed_vectors(conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant_id: str) -> Finding:
+    """Wrong dimension, NaN, zero vectors, or (for a normalizing model) a norm away from 1."""
+    norm_rule = sql.SQL("OR abs(vector_norm(v.embedding) - 1) > 1e-3") if identity.normalized else sql.SQL("")
+    q = sql.SQL(
+        """
+        SELECT v.chunk_id AS id FROM {v} v
+         WHERE v.tenant_id = %(t)s AND v.embedding IS NOT NULL
+           AND (vector_dims(v.embedding) <> %(dims)s OR vector_norm(v.embedding) = 0
+                OR vector_norm(v.embedding) = 'NaN'::float8 {norm_rule})
+        """
+    ).format(norm_rule=norm_rule, **_names(schema, identity))
+    return _finding(conn, q, {"t": tenant_id, "dims": identity.dims})
+
+
+def truncated_chunks(conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant_id: str) -> Finding:
+    """Chunks longer than the model reads (only under the 'truncate' overflow policy, or after a model change)."""
+    q = sql.SQL("SELECT chunk_id AS id FROM {chunks} WHERE tenant_id = %(t)s AND token_count > %(max)s").format(
+        **_names(schema, identity)
+    )
+    return _finding(conn, q, {"t": tenant_id, "max": identity.max_tokens})
+
+
+def missing_by_tenant(conn: psycopg.Connection, schema: str, identity: ModelIdentity) -> dict[str, int]:
+    """All tenants at once: live chunks without a non-NULL vector (the sweep for writes behind our back)."""
+    rows = conn.execute(
+        sql.SQL(
+            """
+            SELECT c.tenant_id, count(*) FROM {chunks} c
+              LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
+             WHERE v.chunk_id IS NULL OR v.embedding IS NULL
+             GROUP BY c.tenant_id ORDER BY c.tenant_id
+            """
+        ).format(**_names(schema, identity))
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}

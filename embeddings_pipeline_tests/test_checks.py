@@ -1,0 +1,143 @@
+"""Each asset check passing and failing on real rows, in real Dagster runs where it matters."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from embeddings_pipeline.defs.checks import evaluate_tenant_checks
+from embeddings_pipeline.defs.resources import EmbeddingModel
+from embeddings_pipeline.orchestrate import materialize_tenants
+
+from .helpers import chunks_of, seed
+from .test_embedding_step import StopsAfter
+
+DOC = "\n\n".join(f"Paragraph {i}: the conveyor in hall {i} is inspected weekly." for i in range(6))
+
+
+@pytest.fixture()
+def embedded(conn, schema, provider):
+    """Two tenants, fully embedded through Dagster."""
+    seed(conn, schema, "acme", {"doc.txt": DOC}, fmt="text")
+    seed(conn, schema, "globex", {"doc.txt": DOC.replace("conveyor", "elevator")}, fmt="text")
+    runs = materialize_tenants(["acme", "globex"], instance=dg.DagsterInstance.ephemeral())
+    assert all(r.success for r in runs)
+    return runs
+
+
+def checks(conn, schema, provider, tenant="acme") -> dict[str, dg.AssetCheckResult]:
+    return {r.check_name: r for r in evaluate_tenant_checks(conn, schema, provider.identity, tenant)}
+
+
+def vt(schema, provider) -> str:
+    return f"{schema}.{provider.identity.vector_table}"
+
+
+def test_all_checks_pass_in_the_run(embedded):
+    for run in embedded:
+        assert run.checks == {
+            "no_missing_vectors": True,
+            "no_stale_vectors": True,
+            "single_model": True,
+            "vectors_well_formed": True,
+            "no_truncation": True,
+        }
+
+
+def some_chunk(conn, schema, tenant="acme") -> str:
+    return sorted(chunks_of(conn, schema, tenant))[0]
+
+
+@pytest.mark.parametrize("how", ["null", "delete"])
+def test_missing_or_null_vectors_fail_with_examples(embedded, conn, schema, provider, how):
+    cid = some_chunk(conn, schema)
+    if how == "null":
+        conn.execute(f"UPDATE {vt(schema, provider)} SET embedding = NULL WHERE chunk_id = %s", (cid,))  # noqa: S608
+    else:
+        conn.execute(f"DELETE FROM {vt(schema, provider)} WHERE chunk_id = %s", (cid,))  # noqa: S608
+    result = checks(conn, schema, provider)["no_missing_vectors"]
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert result.metadata["count"].value == 1
+    assert result.metadata["example_chunk_ids"].value == [cid]
+    assert result.metadata["tenant"].value == "acme"
+    assert checks(conn, schema, provider, "globex")["no_missing_vectors"].passed  # other tenant untouched
+
+
+def test_stale_vector_fails(embedded, conn, schema, provider):
+    cid = some_chunk(conn, schema)
+    conn.execute(f"UPDATE {schema}.chunks SET content_hash = 'changed' WHERE chunk_id = %s", (cid,))  # noqa: S608
+    result = checks(conn, schema, provider)["no_stale_vectors"]
+    assert not result.passed and result.metadata["count"].value == 1
+
+
+def test_two_models_in_one_tenant_warn(embedded, conn, schema, provider):
+    conn.execute(
+        f"UPDATE {vt(schema, provider)} SET model_key = 'other_model' WHERE chunk_id = %s",  # noqa: S608
+        (some_chunk(conn, schema),),
+    )
+    result = checks(conn, schema, provider)["single_model"]
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert sorted(result.metadata["model_keys"].value) == sorted(["other_model", provider.identity.model_key])
+
+
+@pytest.mark.parametrize("value", ["zero", "unnormalized", "wrong_dims"])
+def test_malformed_vectors_fail(embedded, conn, schema, provider, value):
+    table, cid = vt(schema, provider), some_chunk(conn, schema)
+    if value == "wrong_dims":  # only possible where the column lost its declared dimension (drift)
+        conn.execute(f"DROP INDEX {schema}.{provider.identity.model_key}_hnsw")
+        conn.execute(f"ALTER TABLE {table} ALTER COLUMN embedding TYPE vector")
+        conn.execute(f"UPDATE {table} SET embedding = '[1,0,0]' WHERE chunk_id = %s", (cid,))  # noqa: S608
+    else:
+        fill = 0 if value == "zero" else 0.5
+        conn.execute(
+            f"UPDATE {table} SET embedding = array_fill(%s::real, ARRAY[384])::vector WHERE chunk_id = %s",  # noqa: S608
+            (fill, cid),
+        )
+    result = checks(conn, schema, provider)["vectors_well_formed"]
+    assert not result.passed and result.metadata["example_chunk_ids"].value == [cid]
+
+
+def test_truncated_chunks_warn(embedded, conn, schema, provider):
+    conn.execute(f"UPDATE {schema}.chunks SET token_count = 300 WHERE chunk_id = %s", (some_chunk(conn, schema),))  # noqa: S608
+    result = checks(conn, schema, provider)["no_truncation"]
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+
+
+class DyingModel(EmbeddingModel):
+    def provider(self):
+        return StopsAfter(super().provider(), 1)
+
+
+def test_a_run_that_leaves_chunks_missing_fails_on_the_blocking_check(conn, schema, store, provider):
+    from embeddings_pipeline.defs.assets import blocks, chunks, documents, embeddings
+
+    big = "\n\n".join(f"Line {i} of the maintenance log." for i in range(300))
+    seed(conn, schema, "acme", {"log.txt": big}, fmt="text")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("tenant", ["acme"])
+    result = dg.materialize(
+        [documents, blocks, chunks, embeddings],
+        selection=[blocks, chunks, embeddings],
+        partition_key="acme",
+        instance=instance,
+        resources={"store": store, "model": DyingModel()},
+        raise_on_error=False,
+    )
+    assert not result.success
+    evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["no_missing_vectors"]
+    assert not evaluation.passed
+    assert evaluation.metadata["count"].value == 300 - 256  # the first batch of 256 was committed
+    assert "provider went away" in evaluation.metadata["run_error"].value
+
+
+def test_sweep_reports_missing_vectors_per_tenant(embedded, conn, schema, provider):
+    from embeddings_pipeline.definitions import defs
+
+    table = vt(schema, provider)
+    conn.execute(f"UPDATE {table} SET embedding = NULL WHERE tenant_id = 'acme'")  # noqa: S608
+    conn.execute(f"DELETE FROM {table} WHERE chunk_id = %s", (some_chunk(conn, schema, "globex"),))  # noqa: S608
+    result = defs.resolve_job_def("vector_sweep").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.check_name == "missing_vectors_sweep" and not evaluation.passed
+    assert evaluation.metadata["missing_by_tenant"].value == {"acme": 6, "globex": 1}
+    assert evaluation.metadata["missing_total"].value == 7

@@ -1,0 +1,127 @@
+"""new_content_sensor against the real database, and the automation it feeds."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from embeddings_pipeline.defs.sensors import new_content_sensor
+from embeddings_pipeline.store.changes import Watermark, changes_since
+
+from .helpers import seed
+
+
+@pytest.fixture(autouse=True)
+def no_lag(monkeypatch):
+    monkeypatch.setenv("EMBEDDINGS_SENSOR_LAG_SECONDS", "0")
+
+
+def tick(instance, store, cursor=None):
+    with dg.build_sensor_context(instance=instance, resources={"store": store}, cursor=cursor) as ctx:
+        result = new_content_sensor(ctx)
+    # the daemon stores the returned cursor; a skipped tick keeps the old one
+    return result, result.cursor if isinstance(result, dg.SensorResult) else cursor
+
+
+def reported(result) -> dict[str, int]:
+    return {e.partition: e.metadata["documents_changed"].value for e in result.asset_events}
+
+
+def test_new_tenant_changed_tenant_and_no_change(conn, schema, store):
+    instance = dg.DagsterInstance.ephemeral()
+    seed(conn, schema, "acme", {"a.md": "one", "b.md": "two"})
+    result, cursor = tick(instance, store)
+    assert isinstance(result, dg.SensorResult)
+    assert reported(result) == {"acme": 2}
+    assert result.dynamic_partitions_requests[0].partition_keys == ["acme"]
+    instance.add_dynamic_partitions("tenant", ["acme"])  # what the daemon does with the request
+
+    skip, cursor2 = tick(instance, store, cursor)
+    assert isinstance(skip, dg.SkipReason)
+
+    seed(conn, schema, "globex", {"g.md": "new tenant"})
+    seed(conn, schema, "acme", {"a.md": "one, edited"})
+    result, _ = tick(instance, store, cursor2)
+    assert reported(result) == {"acme": 1, "globex": 1}
+    assert result.dynamic_partitions_requests[0].partition_keys == ["globex"]
+
+
+def test_unchanged_reingest_is_not_reported(conn, schema, store):
+    instance = dg.DagsterInstance.ephemeral()
+    seed(conn, schema, "acme", {"a.md": "one"})
+    _, cursor = tick(instance, store)
+    seed(conn, schema, "acme", {"a.md": "one"})
+    assert isinstance(tick(instance, store, cursor)[0], dg.SkipReason)
+
+
+def test_equal_timestamps_across_pages_are_not_skipped(conn, schema):
+    seed(conn, schema, "t1", {f"d{i}.md": f"doc {i}" for i in range(3)})
+    seed(conn, schema, "t2", {f"d{i}.md": f"doc {i}" for i in range(3)})
+    conn.execute(f"UPDATE {schema}.documents SET updated_at = '2026-01-01T00:00:00Z'")  # noqa: S608
+    seen, mark = [], Watermark()
+    for _ in range(10):
+        page = changes_since(conn, schema, mark, limit=2, lag_seconds=0)
+        if not page.rows:
+            break
+        seen.extend((t, c.documents) for t, c in page.tenants.items())
+        mark = Watermark.parse(page.watermark.dump())
+    assert sum(n for _, n in seen) == 6
+    assert {t for t, _ in seen} == {"t1", "t2"}
+
+
+def test_many_tenants_are_paged_not_looped(conn, schema, store, monkeypatch):
+    conn.execute(
+        f"INSERT INTO {schema}.documents (tenant_id, doc_id, body) "  # noqa: S608
+        "SELECT 'tenant-' || i, 'doc', 'body ' || i FROM generate_series(1, 3000) i"
+    )
+    monkeypatch.setattr("embeddings_pipeline.defs.sensors.ROWS_PER_TICK", 1000)
+    instance = dg.DagsterInstance.ephemeral()
+    cursor, total, ticks = None, 0, 0
+    while True:
+        result, cursor = tick(instance, store, cursor)
+        if isinstance(result, dg.SkipReason):
+            break
+        ticks += 1
+        assert len(result.asset_events) <= 1000
+        total += len(result.asset_events)
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions("tenant", list(request.partition_keys))
+    assert (total, ticks) == (3000, 3)
+    assert len(instance.get_dynamic_partitions("tenant")) == 3000
+
+
+def test_unusable_tenant_ids_in_the_source_are_skipped_not_fatal(conn, schema, store, caplog):
+    conn.execute(f"INSERT INTO {schema}.documents (tenant_id, doc_id, body) VALUES ('bad\nid', 'd', 'x')")  # noqa: S608
+    seed(conn, schema, "good", {"a.md": "fine"})
+    result, _ = tick(dg.DagsterInstance.ephemeral(), store)
+    assert reported(result) == {"good": 1}
+
+
+def test_automation_requests_exactly_the_changed_tenants(conn, schema, store):
+    from embeddings_pipeline.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    # the daemon has been evaluating all along: a first evaluation sets the baseline
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert evaluation.total_requested == 0
+    seed(conn, schema, "acme", {"a.md": "one"})
+    seed(conn, schema, "globex", {"g.md": "two"})
+    result, cursor = tick(instance, store)
+    instance.add_dynamic_partitions("tenant", list(result.dynamic_partitions_requests[0].partition_keys))
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
+    for key in ("blocks", "chunks", "embeddings"):
+        assert evaluation.get_requested_partitions(dg.AssetKey(key)) == {"acme", "globex"}
+
+    # nothing changed: nothing requested
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
+    assert evaluation.total_requested == 0
+
+    seed(conn, schema, "globex", {"g.md": "two, edited"})
+    result, _ = tick(instance, store, cursor)
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
+    for key in ("blocks", "chunks", "embeddings"):
+        assert evaluation.get_requested_partitions(dg.AssetKey(key)) == {"globex"}
