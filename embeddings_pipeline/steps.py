@@ -97,9 +97,11 @@ def chunker_version_for(provider: EmbeddingProvider, overflow: str = "split") ->
     return version if overflow == "split" else f"{version}:{overflow}"
 
 
-def build_blocks(conn: psycopg.Connection, schema: str, tenant_id: str) -> BlocksReport:
+def build_blocks(conn: psycopg.Connection, schema: str, tenant_id: str, *, full: bool = False) -> BlocksReport:
+    """Parse changed documents; `full` re-parses every live one (the nightly reconcile repairs rows changed
+    behind the pipeline's back; unchanged texts keep their vectors, so nothing is re-embedded for it)."""
     report = BlocksReport()
-    for batch in content.changed_documents(conn, schema, tenant_id):
+    for batch in content.changed_documents(conn, schema, tenant_id, everything=full):
         parsed = [(doc, parse_blocks(doc.doc_id, doc.body, doc.format)) for doc in batch]
         report.blocks_written += content.replace_blocks(conn, schema, tenant_id, parsed)
         report.documents_parsed += len(parsed)

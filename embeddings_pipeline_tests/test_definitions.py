@@ -36,3 +36,20 @@ def test_asset_graph_is_partitioned_by_tenant():
     assert graph.get(dg.AssetKey("chunks")).parent_keys == {dg.AssetKey("blocks")}
     assert graph.get(dg.AssetKey("blocks")).parent_keys == {dg.AssetKey("documents")}
     assert defs.resolve_job_def("embed_tenant") is not None
+
+
+def test_local_instance_allows_one_run_per_tenant(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue is not None
+        assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in (
+            queue.tag_concurrency_limits
+        )
+        assert instance.get_settings("storage") == {}  # plain `dagster dev` keeps its own local storage
+    finally:
+        instance.dispose()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import dagster as dg
 from dagster._core.storage.event_log import SqlEventLogStorage
@@ -34,28 +34,22 @@ MAX_LISTED = 10
 # --- run failures ----------------------------------------------------------------------------------------------
 
 
-def _error_chain(error: object | None) -> list[str]:
-    """Messages of a SerializableErrorInfo and its causes, outermost first (no stack traces)."""
-    messages: list[str] = []
-    depth = 0
-    while error is not None and depth < 5:
-        message = (getattr(error, "message", "") or "").strip()
-        if message:
-            messages.append(message)
+def _chain(error: object | None) -> Iterator[object]:
+    """A SerializableErrorInfo and its causes, outermost first (at most 5)."""
+    for _ in range(5):
+        if error is None:
+            return
+        yield error
         error = getattr(error, "cause", None) or getattr(error, "context", None)
-        depth += 1
-    return messages
+
+
+def _error_chain(error: object | None) -> list[str]:
+    """Messages of an error and its causes (no stack traces)."""
+    return [m for e in _chain(error) if (m := (getattr(e, "message", "") or "").strip())]
 
 
 def _error_classes(error: object | None) -> set[str]:
-    names: set[str] = set()
-    depth = 0
-    while error is not None and depth < 5:
-        if getattr(error, "cls_name", None):
-            names.add(error.cls_name)  # type: ignore[union-attr]
-        error = getattr(error, "cause", None) or getattr(error, "context", None)
-        depth += 1
-    return names
+    return {name for e in _chain(error) if (name := getattr(e, "cls_name", None))}
 
 
 def _step_error(event: dg.DagsterEvent) -> object | None:

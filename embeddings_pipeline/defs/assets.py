@@ -11,6 +11,7 @@ from .partitions import tenant_partitions
 from .resources import EmbeddingModel, PipelineStore
 
 GROUP = "embeddings"
+REASON_TAG = "embeddings/reason"  # "reconcile" on the nightly runs: re-parse every document
 # New or changed documents of a tenant (reported by `new_content_sensor`) request blocks, chunks and embeddings
 # of that tenant together, in one run.
 AUTOMATION = dg.AutomationCondition.eager()
@@ -37,10 +38,11 @@ documents = dg.AssetSpec(
 )
 def blocks(context: dg.AssetExecutionContext, store: PipelineStore) -> dg.MaterializeResult:
     tenant = context.partition_key
+    full = context.run.tags.get(REASON_TAG) == "reconcile"
     with store.connect() as conn, tenant_lock(conn, store.schema, tenant):
-        report = steps.build_blocks(conn, store.schema, tenant)
+        report = steps.build_blocks(conn, store.schema, tenant, full=full)
     context.log.info("tenant %r: %s", tenant, report)
-    return dg.MaterializeResult(metadata={**report.as_metadata(), "tenant": tenant})
+    return dg.MaterializeResult(metadata={**report.as_metadata(), "tenant": tenant, "full_reconcile": full})
 
 
 @dg.asset(

@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from .assets import REASON_TAG
 from .checks import missing_vectors_sweep
 from .partitions import tenant_partitions
 
@@ -45,6 +46,6 @@ def nightly_reconcile(context: dg.ScheduleEvaluationContext) -> list[dg.RunReque
     tenants = context.instance.get_dynamic_partitions(tenant_partitions.name)
     stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M") if context.scheduled_execution_time else "now"
     return [
-        dg.RunRequest(run_key=f"reconcile:{stamp}:{t}", partition_key=t, tags={"embeddings/reason": "reconcile"})
+        dg.RunRequest(run_key=f"reconcile:{stamp}:{t}", partition_key=t, tags={REASON_TAG: "reconcile"})
         for t in tenants
     ]

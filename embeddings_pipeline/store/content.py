@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,9 +24,10 @@ class ChangedDocument:
 
 
 def changed_documents(
-    conn: psycopg.Connection, schema: str, tenant_id: str, batch: int = 500
+    conn: psycopg.Connection, schema: str, tenant_id: str, batch: int = 500, *, everything: bool = False
 ) -> Iterator[list[ChangedDocument]]:
-    """Live documents never parsed, or changed since they were parsed, in batches (bodies loaded per batch)."""
+    """Live documents never parsed, or changed since they were parsed (all live ones with `everything`),
+    in batches (bodies loaded per batch)."""
     docs, parsed = table(schema, "documents"), table(schema, "parsed_documents")
     ids = conn.execute(
         sql.SQL(
@@ -34,11 +35,11 @@ def changed_documents(
             SELECT d.doc_id FROM {docs} d
               LEFT JOIN {parsed} p ON p.tenant_id = d.tenant_id AND p.doc_id = d.doc_id
              WHERE d.tenant_id = %s AND d.deleted_at IS NULL
-               AND (p.doc_id IS NULL OR p.source_updated_at IS DISTINCT FROM d.updated_at)
+               AND (%s OR p.doc_id IS NULL OR p.source_updated_at IS DISTINCT FROM d.updated_at)
              ORDER BY d.doc_id
             """
         ).format(docs=docs, parsed=parsed),
-        (tenant_id,),
+        (tenant_id, everything),
     ).fetchall()
     query = sql.SQL(
         "SELECT doc_id, title, body, format, updated_at FROM {} "
@@ -65,6 +66,31 @@ def removed_documents(conn: psycopg.Connection, schema: str, tenant_id: str) -> 
     return [r[0] for r in rows]
 
 
+def _replace_rows(
+    conn: psycopg.Connection,
+    schema: str,
+    name: str,
+    columns: Sequence[str],
+    tenant_id: str,
+    doc_ids: list[str],
+    rows: Iterable[Sequence[object]],
+) -> int:
+    """Inside the caller's transaction: delete the documents' rows of table `name`, COPY the new ones in."""
+    conn.execute(
+        sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(table(schema, name)),
+        (tenant_id, doc_ids),
+    )
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        table(schema, name), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    n = 0
+    with conn.cursor().copy(copy_sql) as copy:
+        for row in rows:
+            copy.write_row(row)
+            n += 1
+    return n
+
+
 def replace_blocks(
     conn: psycopg.Connection,
     schema: str,
@@ -72,32 +98,14 @@ def replace_blocks(
     parsed: Sequence[tuple[ChangedDocument, Sequence[Block]]],
 ) -> int:
     """Replace the blocks of these documents and record which source version they came from."""
-    doc_ids = [doc.doc_id for doc, _ in parsed]
-    n = 0
+    columns = ("tenant_id", "block_id", "doc_id", "ordinal", "block_type", "heading_path", "text", "content_hash")
+    rows = (
+        (tenant_id, b.block_id, b.doc_id, b.ordinal, b.block_type, list(b.heading_path), b.text, b.content_hash)
+        for _, blocks in parsed
+        for b in blocks
+    )
     with conn.transaction():
-        conn.execute(
-            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(table(schema, "blocks")),
-            (tenant_id, doc_ids),
-        )
-        copy_sql = sql.SQL(
-            "COPY {} (tenant_id, block_id, doc_id, ordinal, block_type, heading_path, text, content_hash) FROM STDIN"
-        ).format(table(schema, "blocks"))
-        with conn.cursor().copy(copy_sql) as copy:
-            for _, blocks in parsed:
-                for b in blocks:
-                    copy.write_row(
-                        (
-                            tenant_id,
-                            b.block_id,
-                            b.doc_id,
-                            b.ordinal,
-                            b.block_type,
-                            list(b.heading_path),
-                            b.text,
-                            b.content_hash,
-                        )
-                    )
-                    n += 1
+        n = _replace_rows(conn, schema, "blocks", columns, tenant_id, [doc.doc_id for doc, _ in parsed], rows)
         conn.cursor().executemany(
             sql.SQL(
                 """
@@ -176,34 +184,15 @@ def replace_chunks(
     chunked: Sequence[tuple[DocumentToChunk, Sequence[Chunk]]],
     chunker_version: str,
 ) -> int:
-    doc_ids = [doc.doc_id for doc, _ in chunked]
-    n = 0
+    columns = ("tenant_id", "chunk_id", "block_id", "doc_id", "ordinal", "text", "content_hash", "token_count",
+               "chunker_version")  # fmt: skip
+    rows = (
+        (tenant_id, c.chunk_id, c.block_id, c.doc_id, c.ordinal, c.text, c.content_hash, c.token_count, chunker_version)
+        for _, chunks in chunked
+        for c in chunks
+    )
     with conn.transaction():
-        conn.execute(
-            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(table(schema, "chunks")),
-            (tenant_id, doc_ids),
-        )
-        copy_sql = sql.SQL(
-            "COPY {} (tenant_id, chunk_id, block_id, doc_id, ordinal, text, content_hash, token_count, "
-            "chunker_version) FROM STDIN"
-        ).format(table(schema, "chunks"))
-        with conn.cursor().copy(copy_sql) as copy:
-            for _, chunks in chunked:
-                for c in chunks:
-                    copy.write_row(
-                        (
-                            tenant_id,
-                            c.chunk_id,
-                            c.block_id,
-                            c.doc_id,
-                            c.ordinal,
-                            c.text,
-                            c.content_hash,
-                            c.token_count,
-                            chunker_version,
-                        )
-                    )
-                    n += 1
+        n = _replace_rows(conn, schema, "chunks", columns, tenant_id, [doc.doc_id for doc, _ in chunked], rows)
         conn.cursor().executemany(
             sql.SQL(
                 "UPDATE {} SET chunked_version = %s, chunker_version = %s WHERE tenant_id = %s AND doc_id = %s"
