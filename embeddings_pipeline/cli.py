@@ -173,15 +173,23 @@ def materialize(tenants: list[str], all_tenants: bool) -> None:
 
 
 def _status_rows(tenants: list[str] | None) -> list[dict[str, object]]:
+    from .store.documents import source_tenants
     from .store.status import tenant_status
+    from .store.tenants import tenant_settings
 
     store = _store()
-    model_key = _provider().identity.model_key
     with store.connect() as conn:
-        from .store.documents import source_tenants
+        rows = []
+        for t in tenants or source_tenants(conn, store.schema):
+            key = tenant_settings(conn, store.schema, t).active_model_key or _tenant_provider(conn, store, t)
+            rows.append(tenant_status(conn, store.schema, t, key).as_dict())
+        return rows
 
-        names = tenants or source_tenants(conn, store.schema)
-        return [tenant_status(conn, store.schema, t, model_key).as_dict() for t in names]
+
+def _tenant_provider(conn, store, tenant: str):
+    from .defs.resources import EmbeddingModel
+
+    return EmbeddingModel().provider_for(conn, store.schema, tenant).identity.model_key
 
 
 def _print_status(rows: list[dict[str, object]]) -> None:
@@ -214,11 +222,14 @@ def status(tenants: list[str], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def search(query: str, tenant: str, k: int, as_json: bool) -> None:
     """Cosine top-k over TENANT's vectors."""
+    from .defs.resources import EmbeddingModel
     from .search import search as search_fn
 
     store = _store()
     with store.connect() as conn:
-        hits = search_fn(conn, store.schema, _provider(), tenant, query, k)
+        hits = search_fn(
+            conn, store.schema, EmbeddingModel().provider_for(conn, store.schema, tenant), tenant, query, k
+        )
     if as_json:
         click.echo(json.dumps({"tenant": tenant, "query": query, "hits": [h.as_dict() for h in hits]}))
         return
@@ -278,6 +289,54 @@ def eval_cmd(dataset: Path, tenant: str, protocol: str, as_json: bool) -> None:
             f"{dataset.name}: nDCG@10 = {result.ndcg_at_10:.5f}, recall@100 = {result.recall_at_100:.5f} "
             f"over {result.queries} queries (protocol {protocol}, model {provider.identity.model_key})"
         )
+
+
+# --- tenants -----------------------------------------------------------------------------------------------
+
+
+@main.group()
+def tenants() -> None:
+    """Per-tenant settings: model override and the NAME of the env var holding the tenant's API key."""
+
+
+@tenants.command("set")
+@click.argument("tenant", callback=lambda _c, _p, v: _tenant(v))
+@click.option("--model", help="model spec, e.g. ollama:nomic-embed-text or openai:text-embedding-3-small ('' clears)")
+@click.option("--key-env", help="NAME of the environment variable with this tenant's API key ('' clears)")
+@click.option("--chunk-overflow", type=click.Choice(["split", "truncate"]))
+def tenants_set(tenant: str, model: str | None, key_env: str | None, chunk_overflow: str | None) -> None:
+    from .providers import ProviderError
+    from .store.tenants import update_tenant
+
+    store = _store()
+    try:
+        with store.connect() as conn:
+            settings = update_tenant(conn, store.schema, tenant, model=model, key_env=key_env,
+                                     chunk_overflow=chunk_overflow)  # fmt: skip
+    except (ValueError, ProviderError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(settings.as_dict())
+
+
+@tenants.command("show")
+@click.option("--json", "as_json", is_flag=True)
+def tenants_show(as_json: bool) -> None:
+    from .store.tenants import all_tenant_settings
+
+    store = _store()
+    with store.connect() as conn:
+        rows = [t.as_dict() for t in all_tenant_settings(conn, store.schema)]
+    default = Settings.from_env().model_spec
+    if as_json:
+        click.echo(json.dumps({"default_model": default, "tenants": rows}))
+        return
+    table = Table(title=f"tenants (default model {default})")
+    cols = ["tenant_id", "model", "key_env", "chunk_overflow", "active_model_key"]
+    for c in cols:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*(str(r[c] if r[c] is not None else "-") for c in cols))
+    console.print(table)
 
 
 # --- demo and UI ------------------------------------------------------------------------------------------

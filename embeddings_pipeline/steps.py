@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
-from .providers.base import EmbeddingProvider
+from .providers.base import EmbeddingProvider, ProviderError
+from .providers.resilience import CircuitOpenError, ErrorKind, ProviderCallError
 from .store import content, tenants, vectors
 from .text.blocks import parse_blocks
 from .text.chunks import CHUNKER_VERSION, chunk_blocks
@@ -66,6 +67,7 @@ class EmbeddingsReport:
     seconds: float = 0.0
     embed_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    provider: dict[str, int] = field(default_factory=dict)  # retries, rate limits, ... during this run
 
     @property
     def coverage_pct(self) -> float:
@@ -88,6 +90,7 @@ class EmbeddingsReport:
             "coverage_pct": self.coverage_pct,
             "seconds": round(self.seconds, 3),
             "texts_per_second": self.texts_per_second,
+            **{f"provider_{k}": v for k, v in self.provider.items()},
         }
 
 
@@ -142,11 +145,17 @@ def build_embeddings(
     commit_every: int = 256,
     progress: ProgressFn | None = None,
 ) -> EmbeddingsReport:
-    """Embed every chunk of the tenant that lacks a current vector; raise if any is left without one."""
+    """Embed every chunk of the tenant that lacks a current vector; raise if any is left without one.
+
+    Each batch is committed as it finishes. A batch the provider rejects for its size or content is split in
+    halves until the bad input is alone; that input is recorded in `embedding_errors` and its neighbours are
+    embedded. When the provider's circuit is open the run stops at once (fail fast) and says so.
+    At full coverage the model becomes the tenant's active model.
+    """
     identity = provider.identity
     vt = vectors.register_model(conn, schema, identity)
-    vectors.activate_model_if_unset(conn, schema, tenant_id, identity.model_key)
     report = EmbeddingsReport(model_key=identity.model_key)
+    stats_before = _provider_stats(provider)
     started = time.perf_counter()
 
     report.copied_by_hash = vectors.reuse_by_hash(conn, schema, vt, tenant_id)
@@ -160,25 +169,18 @@ def build_embeddings(
     for start in range(0, len(pending), commit_every):
         batch = pending[start : start + commit_every]
         try:
-            t0 = time.perf_counter()
-            vecs = provider.embed_documents([c.text for c in batch])
-            report.embed_seconds += time.perf_counter() - t0
-            vectors.write_vectors(conn, schema, identity, tenant_id, batch, vecs, run_id)
-            report.embedded += len(batch)
-        except (vectors.VectorValidationError, RuntimeError, ValueError, OSError) as exc:
-            kind = type(exc).__name__
-            log.error("tenant %r: %d chunks failed to embed (%s: %s)", tenant_id, len(batch), kind, exc)
-            vectors.record_errors(
-                conn, schema, identity.model_key, tenant_id, [c.chunk_id for c in batch], kind, str(exc)
-            )
-            report.failed += len(batch)
-            if len(report.errors) < 5 and f"{kind}: {exc}" not in report.errors:
-                report.errors.append(f"{kind}: {exc}")
+            _embed_batch(conn, schema, provider, tenant_id, batch, run_id, report)
+        except CircuitOpenError as exc:
+            rest = pending[start:]
+            _record_failure(conn, schema, identity.model_key, tenant_id, rest, "circuit_open", str(exc), report)
+            report.errors.insert(0, f"stopped early, provider circuit open: {exc}")
+            break
         done += len(batch)
         if progress:
             progress(done, len(pending))
 
     report.seconds = time.perf_counter() - started
+    report.provider = _stats_delta(stats_before, _provider_stats(provider))
     total, current = vectors.coverage(conn, schema, vt, tenant_id)
     report.chunks = total
     report.failed = total - current
@@ -186,8 +188,63 @@ def build_embeddings(
     if report.failed:
         raise EmbeddingIncomplete(
             f"tenant {tenant_id!r}: {report.failed} of {total} chunks have no vector for model "
-            f"{identity.model_key} after this run ({'; '.join(report.errors) or 'see embedding_errors'}); "
+            f"{identity.model_key} after this run ({'; '.join(report.errors[:3]) or 'see embedding_errors'}); "
             "the vectors written so far are kept and the next run resumes",
             report,
         )
+    tenants.activate_model(conn, schema, tenant_id, identity.model_key)
     return report
+
+
+def _embed_batch(
+    conn: psycopg.Connection,
+    schema: str,
+    provider: EmbeddingProvider,
+    tenant_id: str,
+    batch: list[vectors.PendingChunk],
+    run_id: str,
+    report: EmbeddingsReport,
+) -> None:
+    identity = provider.identity
+    try:
+        t0 = time.perf_counter()
+        vecs = provider.embed_documents([c.text for c in batch])
+        report.embed_seconds += time.perf_counter() - t0
+        vectors.write_vectors(conn, schema, identity, tenant_id, batch, vecs, run_id)
+        report.embedded += len(batch)
+    except CircuitOpenError:
+        raise
+    except (ProviderError, vectors.VectorValidationError, RuntimeError, ValueError, OSError) as exc:
+        kind = exc.kind if isinstance(exc, ProviderCallError) else None
+        if kind in (ErrorKind.TOO_LARGE, ErrorKind.BAD_INPUT) and len(batch) > 1:
+            mid = len(batch) // 2
+            _embed_batch(conn, schema, provider, tenant_id, batch[:mid], run_id, report)
+            _embed_batch(conn, schema, provider, tenant_id, batch[mid:], run_id, report)
+            return
+        error_kind = kind.value if kind else type(exc).__name__
+        _record_failure(conn, schema, identity.model_key, tenant_id, batch, error_kind, str(exc), report)
+
+
+def _record_failure(
+    conn: psycopg.Connection,
+    schema: str,
+    model_key: str,
+    tenant_id: str,
+    chunks: list[vectors.PendingChunk],
+    kind: str,
+    message: str,
+    report: EmbeddingsReport,
+) -> None:
+    log.error("tenant %r: %d chunks failed to embed (%s: %s)", tenant_id, len(chunks), kind, message)
+    vectors.record_errors(conn, schema, model_key, tenant_id, [c.chunk_id for c in chunks], kind, message)
+    if len(report.errors) < 5 and f"{kind}: {message}" not in report.errors:
+        report.errors.append(f"{kind}: {message}")
+
+
+def _provider_stats(provider: EmbeddingProvider) -> dict[str, int]:
+    stats = getattr(provider, "stats", None)
+    return stats.as_metadata() if stats is not None else {}
+
+
+def _stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items()}

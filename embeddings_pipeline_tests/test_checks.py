@@ -104,8 +104,8 @@ def test_truncated_chunks_warn(embedded, conn, schema, provider):
 
 
 class DyingModel(EmbeddingModel):
-    def provider(self):
-        return StopsAfter(super().provider(), 1)
+    def provider(self, spec=None, key_env=None):
+        return StopsAfter(super().provider(spec, key_env), 1)
 
 
 def test_a_run_that_leaves_chunks_missing_fails_on_the_blocking_check(conn, schema, store, provider):

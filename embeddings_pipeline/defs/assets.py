@@ -56,8 +56,8 @@ def blocks(context: dg.AssetExecutionContext, store: PipelineStore) -> dg.Materi
 )
 def chunks(context: dg.AssetExecutionContext, store: PipelineStore, model: EmbeddingModel) -> dg.MaterializeResult:
     tenant = context.partition_key
-    provider = model.provider()
     with store.connect() as conn, tenant_lock(conn, store.schema, tenant):
+        provider = model.provider_for(conn, store.schema, tenant)
         report = steps.build_chunks(conn, store.schema, tenant, provider)
     context.log.info("tenant %r: %s", tenant, report)
     return dg.MaterializeResult(metadata={**report.as_metadata(), "tenant": tenant})
@@ -76,10 +76,10 @@ def chunks(context: dg.AssetExecutionContext, store: PipelineStore, model: Embed
 )
 def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: EmbeddingModel) -> dg.MaterializeResult:
     tenant = context.partition_key
-    provider = model.provider()
-    identity = provider.identity
     failure = None
     with store.connect() as conn, tenant_lock(conn, store.schema, tenant):
+        provider = model.provider_for(conn, store.schema, tenant)
+        identity = provider.identity
         try:
             report = steps.build_embeddings(conn, store.schema, tenant, provider, context.run.run_id)
         except steps.EmbeddingIncomplete as exc:

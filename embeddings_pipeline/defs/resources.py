@@ -14,6 +14,7 @@ from ..providers import EmbeddingProvider, load_provider
 from ..store.db import connection
 from ..store.migrations import migrate
 from ..store.server import database_url
+from ..store.tenants import tenant_settings
 
 _MIGRATED: set[tuple[str, str]] = set()
 
@@ -55,6 +56,12 @@ class EmbeddingModel(dg.ConfigurableResource):
     batch_size: int | None = Field(default=None, description="texts per model batch; unset = EMBEDDINGS_BATCH_SIZE")
     device: str = "cpu"
 
-    def provider(self) -> EmbeddingProvider:
+    def provider(self, spec: str | None = None, key_env: str | None = None) -> EmbeddingProvider:
         settings = Settings.from_env()
-        return load_provider(self.model or settings.model_spec, self.batch_size or settings.batch_size, self.device)
+        batch_size = self.batch_size or settings.batch_size
+        return load_provider(spec or self.model or settings.model_spec, batch_size, self.device, key_env)
+
+    def provider_for(self, conn: psycopg.Connection, schema: str, tenant_id: str) -> EmbeddingProvider:
+        """The tenant's model: its own override (and key reference) from the tenants table, else the default."""
+        tenant = tenant_settings(conn, schema, tenant_id)
+        return self.provider(tenant.model, tenant.key_env)

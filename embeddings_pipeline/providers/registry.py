@@ -22,16 +22,25 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
     return provider, name.strip()
 
 
-def load_provider(spec: str, batch_size: int = 32, device: str = "cpu") -> EmbeddingProvider:
-    """The provider for `spec`; one instance per (spec, batch size, device) in a process."""
-    return _load(spec.strip(), int(batch_size), device)
+def load_provider(
+    spec: str, batch_size: int = 32, device: str = "cpu", key_env: str | None = None
+) -> EmbeddingProvider:
+    """The provider for `spec`; one instance per (spec, batch size, device, key reference) in a process, so a
+    local model loads once and a remote endpoint keeps one circuit breaker."""
+    return _load(spec.strip(), int(batch_size), device, key_env or None)
 
 
-@functools.lru_cache(maxsize=8)
-def _load(spec: str, batch_size: int, device: str) -> EmbeddingProvider:
+@functools.lru_cache(maxsize=32)
+def _load(spec: str, batch_size: int, device: str, key_env: str | None) -> EmbeddingProvider:
     provider, name = parse_model_spec(spec)
     if provider == "sentence-transformers":
         from .sentence_transformers import SentenceTransformerProvider
 
         return SentenceTransformerProvider(name, batch_size=batch_size, device=device)
-    raise ProviderError(f"provider {provider!r} is not available yet (model spec {spec!r})")
+    if provider == "ollama":
+        from .ollama import OllamaProvider
+
+        return OllamaProvider(name)
+    from .openai import OpenAICompatibleProvider
+
+    return OpenAICompatibleProvider(name, api_key_env=key_env or "OPENAI_API_KEY")

@@ -1,6 +1,8 @@
-"""Per-tenant settings (the `tenants` table)."""
+"""Per-tenant settings (the `tenants` table): model override, credential reference, chunking policy."""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import psycopg
 from psycopg import sql
@@ -9,22 +11,93 @@ from ..config import validate_tenant_id
 from ..text.chunks import OVERFLOW_POLICIES
 from .db import table
 
+_ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    tenant_id: str
+    model: str | None = None  # model spec overriding EMBEDDINGS_MODEL
+    key_env: str | None = None  # NAME of the environment variable holding the tenant's API key (never the key)
+    chunk_overflow: str = "split"
+    active_model_key: str | None = None  # the model search uses; switches only at full coverage
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+_COLUMNS = sql.SQL("tenant_id, provider_override, credential_env, chunk_overflow, active_model_key")
+
+
+def tenant_settings(conn: psycopg.Connection, schema: str, tenant_id: str) -> TenantSettings:
+    row = conn.execute(
+        sql.SQL("SELECT {} FROM {} WHERE tenant_id = %s").format(_COLUMNS, table(schema, "tenants")), (tenant_id,)
+    ).fetchone()
+    return TenantSettings(*row) if row else TenantSettings(tenant_id)
+
+
+def all_tenant_settings(conn: psycopg.Connection, schema: str) -> list[TenantSettings]:
+    rows = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY tenant_id").format(_COLUMNS, table(schema, "tenants")))
+    return [TenantSettings(*r) for r in rows.fetchall()]
+
 
 def chunk_overflow(conn: psycopg.Connection, schema: str, tenant_id: str) -> str:
     """What the chunker does with blocks longer than the model's limit: 'split' (default) or 'truncate'."""
-    row = conn.execute(
-        sql.SQL("SELECT chunk_overflow FROM {} WHERE tenant_id = %s").format(table(schema, "tenants")), (tenant_id,)
-    ).fetchone()
-    return row[0] if row else "split"
+    return tenant_settings(conn, schema, tenant_id).chunk_overflow
+
+
+def update_tenant(
+    conn: psycopg.Connection,
+    schema: str,
+    tenant_id: str,
+    *,
+    model: str | None = None,
+    key_env: str | None = None,
+    chunk_overflow: str | None = None,
+) -> TenantSettings:
+    """Set the given settings (None leaves one as it is; "" clears model/key_env)."""
+    validate_tenant_id(tenant_id)
+    if chunk_overflow is not None and chunk_overflow not in OVERFLOW_POLICIES:
+        raise ValueError(f"chunk overflow policy must be one of {OVERFLOW_POLICIES}, not {chunk_overflow!r}")
+    if key_env:
+        import re
+
+        if not re.match(_ENV_NAME, key_env):
+            raise ValueError(
+                "--key-env takes the NAME of an environment variable (letters, digits, _), not a key; "
+                "the key itself is never stored"
+            )
+    if model:
+        from ..providers.registry import parse_model_spec
+
+        parse_model_spec(model)
+    t = table(schema, "tenants")
+    with conn.transaction():
+        conn.execute(sql.SQL("INSERT INTO {} (tenant_id) VALUES (%s) ON CONFLICT DO NOTHING").format(t), (tenant_id,))
+        for column, value in (("provider_override", model), ("credential_env", key_env),
+                              ("chunk_overflow", chunk_overflow)):  # fmt: skip
+            if value is not None:
+                conn.execute(
+                    sql.SQL("UPDATE {} SET {} = %s WHERE tenant_id = %s").format(t, sql.Identifier(column)),
+                    (value or None, tenant_id),
+                )
+    return tenant_settings(conn, schema, tenant_id)
 
 
 def set_chunk_overflow(conn: psycopg.Connection, schema: str, tenant_id: str, policy: str) -> None:
-    if policy not in OVERFLOW_POLICIES:
-        raise ValueError(f"chunk overflow policy must be one of {OVERFLOW_POLICIES}, not {policy!r}")
-    conn.execute(
+    update_tenant(conn, schema, tenant_id, chunk_overflow=policy)
+
+
+def activate_model(conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str) -> bool:
+    """Make `model_key` the tenant's active model (search switches to it). Returns whether it changed."""
+    cur = conn.execute(
         sql.SQL(
-            "INSERT INTO {} (tenant_id, chunk_overflow) VALUES (%s, %s) "
-            "ON CONFLICT (tenant_id) DO UPDATE SET chunk_overflow = EXCLUDED.chunk_overflow"
+            """
+            INSERT INTO {} AS t (tenant_id, active_model_key) VALUES (%s, %s)
+            ON CONFLICT (tenant_id) DO UPDATE SET active_model_key = EXCLUDED.active_model_key
+             WHERE t.active_model_key IS DISTINCT FROM EXCLUDED.active_model_key
+            """
         ).format(table(schema, "tenants")),
-        (validate_tenant_id(tenant_id), policy),
+        (tenant_id, model_key),
     )
+    return cur.rowcount > 0

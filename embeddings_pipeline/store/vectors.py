@@ -81,19 +81,6 @@ def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentit
     return vt
 
 
-def activate_model_if_unset(conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str) -> None:
-    conn.execute(
-        sql.SQL(
-            """
-            INSERT INTO {} AS t (tenant_id, active_model_key) VALUES (%s, %s)
-            ON CONFLICT (tenant_id) DO UPDATE SET active_model_key = EXCLUDED.active_model_key
-             WHERE t.active_model_key IS NULL
-            """
-        ).format(table(schema, "tenants")),
-        (tenant_id, model_key),
-    )
-
-
 def reuse_by_hash(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str) -> int:
     """Give chunks without a current vector the vector of another chunk with the same text (same tenant).
 
