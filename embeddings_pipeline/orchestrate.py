@@ -71,6 +71,12 @@ def _metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, obj
 
 
 def _failure_of(result: dg.ExecuteInProcessResult) -> str:
+    """The reason a person needs: a failed check's own explanation, else the failing step's error."""
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed and evaluation.blocking:
+            meta = evaluation.metadata
+            why = meta.get("run_error") or meta.get("count")
+            return f"check {evaluation.check_name} failed" + (f": {why.value}" if why is not None else "")
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             err = event.step_failure_data.error

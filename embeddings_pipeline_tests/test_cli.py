@@ -104,3 +104,18 @@ def _tiny_beir(tmp_path: Path) -> Path:
 def test_eval_on_a_beir_folder(cli, tmp_path):
     result = json.loads(cli("eval", str(_tiny_beir(tmp_path)), "--tenant", "beir", "--json").output.splitlines()[-1])
     assert result == {"ndcg_at_10": 1.0, "recall_at_100": 1.0, "queries": 2, "protocol": "mteb"}
+
+
+def test_tenants_set_and_show(cli):
+    cli("tenants", "set", "acme", "--model", "ollama:nomic-embed-text", "--key-env", "ACME_KEY")
+    shown = json.loads(cli("tenants", "show", "--json").output)
+    (acme,) = shown["tenants"]
+    assert (acme["tenant_id"], acme["model"], acme["key_env"]) == ("acme", "ollama:nomic-embed-text", "ACME_KEY")
+    assert shown["default_model"] == "sentence-transformers:all-MiniLM-L6-v2"
+    # a key pasted where its variable's name belongs is refused, and not stored
+    refused = cli("tenants", "set", "acme", "--key-env", "sk-live-abc123/xyz", ok=False)
+    assert refused.exit_code == 1 and "NAME of an environment variable" in refused.output
+    assert "sk-live" not in cli("tenants", "show", "--json").output
+    assert cli("tenants", "set", "acme", "--model", "nosuch:model", ok=False).exit_code == 1
+    cli("tenants", "set", "acme", "--model", "")
+    assert json.loads(cli("tenants", "show", "--json").output)["tenants"][0]["model"] is None

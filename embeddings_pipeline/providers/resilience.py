@@ -126,7 +126,7 @@ class CircuitBreaker:
     def __init__(
         self,
         name: str,
-        failure_threshold: int = 5,
+        failure_threshold: int = 8,  # above RetryPolicy.attempts: one unlucky call alone never opens it
         cooldowns: tuple[float, ...] = (5, 15, 60, 180, 600),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -233,7 +233,8 @@ def call_with_retries(
             if kind not in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED):
                 breaker.record_success()  # the endpoint answered; the request was wrong
                 raise ProviderCallError(where, kind=kind, status=status, retry_after=retry_after) from exc
-            breaker.record_failure()
+            if kind == ErrorKind.TRANSIENT:
+                breaker.record_failure()  # a 429 means the endpoint is up: it slows us, it does not trip us
             stats.transient_errors += kind == ErrorKind.TRANSIENT
             stats.rate_limited += kind == ErrorKind.RATE_LIMITED
             if len(stats.history) < 20:

@@ -1,0 +1,293 @@
+"""Any OpenAI-compatible ``/v1/embeddings`` endpoint (OpenAI, Gemini's compatible endpoint, vLLM, TEI, LiteLLM)
+through httpx.
+
+The API key is never held by the provider: ``api_key_env`` is the NAME of the environment variable that holds it
+(the tenant's credential reference), read from ``os.environ`` on every request. The key is not in ``repr``, not
+logged, and not in exception messages (servers' 401/403 messages, which may echo a masked key, are not forwarded;
+other server messages are forwarded with the key redacted).
+
+Identity assumptions, since a remote API publishes no weights digest:
+
+- ``revision`` is ``<host of base_url>/<model>`` (plus ``@<dimensions>d`` when ``dimensions`` is requested): the
+  same model name at another endpoint is another model, but a provider silently updating the weights behind a
+  name is not detected.
+- ``dims`` is ``dimensions`` when given, else discovered from one short probe embedding; every response is checked.
+- ``normalized`` is True: OpenAI's embeddings (and most compatible servers') are L2-normalized.
+- ``max_tokens`` is the constructor's (8191 for OpenAI's models); the tokenizer is the approximate
+  ``WhitespaceTokenizer``, so leave a margin.
+
+Batches are bounded by item count (``batch_size``) and by an estimated token budget (``max_batch_tokens``, with
+``ceil(1.3 * whitespace tokens)`` per text). A batch the server rejects for size (413) raises ``ProviderCallError``
+with kind ``TOO_LARGE``: the caller splits it; the provider does not.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import math
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from ..text.tokens import WhitespaceTokenizer
+from .base import ModelIdentity
+from .ollama import display_url, server_detail, with_detail
+from .resilience import (
+    CallStats,
+    CircuitBreaker,
+    ErrorKind,
+    ProviderCallError,
+    RetryPolicy,
+    breaker_for,
+    call_with_retries,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+T = TypeVar("T")
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+TOKENS_PER_WORD = 1.3
+PROBE_TEXT = "dimension probe"
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token estimate for budgets: 1.3 per whitespace-separated word, at least 1."""
+    return max(1, math.ceil(len(text.split()) * TOKENS_PER_WORD))
+
+
+class OpenAICompatibleProvider:
+    """An embedding model behind an OpenAI-compatible ``/embeddings`` endpoint (``openai:text-embedding-3-small``)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        dimensions: int | None = None,
+        batch_size: int = 64,
+        max_batch_tokens: int = 8000,
+        max_tokens: int = 8191,
+        timeout: float = 60.0,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if dimensions is not None and dimensions < 1:
+            raise ValueError(f"dimensions must be >= 1, got {dimensions}")
+        self.name = name
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.display_url = display_url(self.base_url)
+        self.api_key_env = api_key_env
+        self.dimensions = dimensions
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        self.policy = policy or RetryPolicy()
+        self.breaker = breaker or breaker_for(f"openai {self.display_url}")
+        self.stats = CallStats()
+        self.prompt_tokens = 0  # as reported by the server's `usage`
+        self._identity: ModelIdentity | None = None
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAICompatibleProvider(name={self.name!r}, base_url={self.display_url!r}, "
+            f"api_key_env={self.api_key_env!r}, dimensions={self.dimensions!r}, batch_size={self.batch_size})"
+        )
+
+    @functools.cached_property
+    def client(self) -> httpx.Client:
+        import httpx
+
+        return httpx.Client(timeout=self.timeout, headers={"User-Agent": "embeddings-pipeline"})
+
+    @functools.cached_property
+    def tokenizer(self) -> WhitespaceTokenizer:
+        return WhitespaceTokenizer()
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """Built on first use; needs one probe request only when ``dimensions`` is not given."""
+        identity = self._identity
+        if identity is None:
+            with self._lock:
+                if self._identity is None:
+                    self._identity = self._resolve_identity()
+                identity = self._identity
+        return identity
+
+    def load(self) -> None:
+        """Resolve the identity and make one probe request, so a missing key, a wrong key or an unreachable
+        endpoint fails before any work starts."""
+        if self._loaded:
+            return
+        if self.dimensions is None:
+            _ = self.identity  # the probe is the check
+        else:
+            vectors = self._request([PROBE_TEXT], "probe embedding")
+            self._check(vectors, 1, self.identity.dims)
+        self._loaded = True
+
+    def _resolve_identity(self) -> ModelIdentity:
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or "unknown-host"
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        revision = f"{host}/{self.name}" + (f"@{self.dimensions}d" if self.dimensions else "")
+        dims = self.dimensions
+        if dims is None:
+            vectors = self._request([PROBE_TEXT], "probe embedding")
+            if len(vectors) != 1:
+                raise self._fatal(f"the probe embedding returned {len(vectors)} vectors for 1 input")
+            dims = len(vectors[0])
+            if dims == 0:
+                raise self._fatal("the probe embedding returned an empty vector")
+        return ModelIdentity(
+            provider="openai",
+            name=self.name,
+            revision=revision,
+            dims=int(dims),
+            normalized=True,
+            max_tokens=int(self.max_tokens),
+            query_prefix=self.query_prefix,
+            passage_prefix=self.passage_prefix,
+        )
+
+    # ------------------------------------------------------------------ calls
+
+    def _describe(self, what: str) -> str:
+        return f"openai model {self.name!r} at {self.display_url}: {what}"
+
+    def _fatal(self, message: str) -> ProviderCallError:
+        return ProviderCallError(self._describe(message), kind=ErrorKind.FATAL)
+
+    def _key(self) -> str:
+        key = os.environ.get(self.api_key_env, "").strip()
+        if not key:
+            raise ProviderCallError(
+                self._describe(
+                    f"environment variable {self.api_key_env} (named by the tenant's credential reference) is not set"
+                ),
+                kind=ErrorKind.FATAL,
+            )
+        return key
+
+    def _call(self, fn: Callable[[], T], what: str, key: str) -> T:
+        try:
+            return call_with_retries(
+                fn, policy=self.policy, breaker=self.breaker, stats=self.stats, describe=self._describe(what)
+            )
+        except ProviderCallError as exc:
+            if exc.status in (401, 403):  # servers echo (masked) keys here: never forward their message
+                raise ProviderCallError(
+                    f"{exc}: the API key in environment variable {self.api_key_env} was refused",
+                    kind=exc.kind,
+                    status=exc.status,
+                ) from exc
+            raise with_detail(exc, server_detail(exc, redact=(key,))) from exc
+
+    def _request(self, inputs: list[str], what: str) -> list[Any]:
+        """POST one batch; returns the embeddings in input order (unchecked dimensions)."""
+        key = self._key()
+        body: dict[str, Any] = {"model": self.name, "input": inputs}
+        if self.dimensions is not None:
+            body["dimensions"] = self.dimensions
+        url = f"{self.base_url}/embeddings"
+
+        def post() -> Any:
+            response = self.client.post(url, json=body, headers={"Authorization": f"Bearer {self._key()}"})
+            response.raise_for_status()
+            return response.json()  # malformed JSON raises JSONDecodeError: transient, retried
+
+        payload = self._call(post, what, key)
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, list):
+            raise self._fatal(f"{what}: the response has no `data` list")
+        if len(data) != len(inputs):
+            raise self._fatal(f"{what}: returned {len(data)} embeddings for {len(inputs)} inputs")
+        try:
+            items = sorted(data, key=lambda item: int(item["index"]))
+        except (KeyError, TypeError, ValueError):
+            raise self._fatal(f"{what}: the response's `data` items lack a valid `index`") from None
+        if [int(item["index"]) for item in items] != list(range(len(inputs))):
+            raise self._fatal(f"{what}: the response's indices are not 0..{len(inputs) - 1}")
+        usage = payload.get("usage")
+        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            self.prompt_tokens += usage["prompt_tokens"]
+        return [_decode(item.get("embedding")) for item in items]
+
+    def _check(self, vectors: list[Any], expected_count: int, dims: int) -> np.ndarray:
+        if len(vectors) != expected_count:
+            raise self._fatal(f"returned {len(vectors)} embeddings for {expected_count} inputs")
+        for vector in vectors:
+            if not isinstance(vector, list | tuple):
+                raise self._fatal("returned an item without an `embedding` list")
+            if len(vector) != dims:
+                raise self._fatal(f"returned {len(vector)} dimensions, expected {dims}")
+        try:
+            block = np.asarray(vectors, dtype=np.float32).reshape(expected_count, dims)
+        except (TypeError, ValueError):
+            raise self._fatal("returned embeddings that are not numbers") from None
+        if not np.isfinite(block).all():
+            raise self._fatal("returned non-finite values (NaN or infinity)")
+        return block
+
+    def batches(self, inputs: list[str]) -> Iterator[tuple[int, int]]:
+        """``(start, end)`` ranges of ``inputs``: at most ``batch_size`` items and ``max_batch_tokens`` estimated
+        tokens each (a single text over the budget goes alone)."""
+        start, budget = 0, 0
+        for i, text in enumerate(inputs):
+            cost = estimate_tokens(text)
+            if i > start and (i - start >= self.batch_size or budget + cost > self.max_batch_tokens):
+                yield start, i
+                start, budget = i, 0
+            budget += cost
+        if start < len(inputs):
+            yield start, len(inputs)
+
+    def _embed(self, inputs: list[str]) -> np.ndarray:
+        dims = self.identity.dims
+        out = np.empty((len(inputs), dims), dtype=np.float32)
+        for start, end in self.batches(inputs):
+            batch = inputs[start:end]
+            vectors = self._request(batch, f"embed {len(batch)} texts (/embeddings)")
+            out[start:end] = self._check(vectors, len(batch), dims)
+        return out
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        prefix = self.passage_prefix
+        return self._embed([prefix + t for t in texts] if prefix else list(texts))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._embed([self.query_prefix + text])[0]
+
+    def close(self) -> None:
+        if "client" in self.__dict__:
+            self.client.close()
+
+
+def _decode(embedding: Any) -> Any:
+    """A list of floats, or the base64 float32 form some servers answer with."""
+    if isinstance(embedding, str):
+        try:
+            return np.frombuffer(base64.b64decode(embedding), dtype="<f4").tolist()
+        except (ValueError, TypeError):
+            return None
+    return embedding
