@@ -242,8 +242,13 @@ def _record_failure(
 
 
 def _provider_stats(provider: EmbeddingProvider) -> dict[str, int]:
+    """Counters of a remote provider (calls, retries, rate limits, ...) and how often its circuit opened."""
     stats = getattr(provider, "stats", None)
-    return stats.as_metadata() if stats is not None else {}
+    breaker = getattr(provider, "breaker", None)
+    out = stats.as_metadata() if stats is not None else {}
+    if breaker is not None:
+        out["circuit_opened"] = int(breaker.snapshot()["opened_count"])
+    return out
 
 
 def _stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:

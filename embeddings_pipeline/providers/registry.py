@@ -1,9 +1,11 @@
-"""Model specs (`provider:name`) to provider instances, cached per process so a model loads once."""
+"""Model specs (`provider:name?options`) to provider instances, cached per process so a model loads once."""
 
 from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 from .base import EmbeddingProvider, ProviderError
 from .resilience import RetryPolicy
@@ -11,17 +13,48 @@ from .resilience import RetryPolicy
 PROVIDERS = ("sentence-transformers", "ollama", "openai")
 
 
-def parse_model_spec(spec: str) -> tuple[str, str]:
-    """`sentence-transformers:all-MiniLM-L6-v2` -> (provider, name). A bare name means sentence-transformers."""
-    provider, sep, name = spec.partition(":")
+_OPTIONS = {
+    "sentence-transformers": {"query_prefix", "passage_prefix"},
+    "ollama": {"query_prefix", "passage_prefix", "max_tokens"},
+    "openai": {"query_prefix", "passage_prefix", "max_tokens", "dimensions"},
+}
+_INT_OPTIONS = {"max_tokens", "dimensions"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    provider: str
+    name: str
+    options: dict[str, str | int] = field(default_factory=dict)
+
+
+def parse_model_spec(spec: str) -> ModelSpec:
+    """`provider:name[?option=value&...]`, e.g. `sentence-transformers:all-MiniLM-L6-v2`,
+    `ollama:nomic-embed-text?query_prefix=search_query: &passage_prefix=search_document: `,
+    `openai:text-embedding-3-small?dimensions=512`. A bare name means sentence-transformers. Prefixes and
+    dimensions change the vectors, so they are part of the model identity (model_key). Option values are
+    URL-decoded (`+` or `%20` for a space)."""
+    body, _, query = spec.partition("?")
+    provider, sep, name = body.partition(":")
     if not sep:
-        provider, name = "sentence-transformers", spec
+        provider, name = "sentence-transformers", body
     provider = provider.strip().lower()
     if provider not in PROVIDERS:
         raise ProviderError(f"unknown provider {provider!r} in model spec {spec!r}; expected one of {PROVIDERS}")
     if not name.strip():
         raise ProviderError(f"model spec {spec!r} names no model")
-    return provider, name.strip()
+    options: dict[str, str | int] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in _OPTIONS[provider]:
+            raise ProviderError(f"model spec {spec!r}: unknown option {key!r} for {provider} "
+                                f"(known: {', '.join(sorted(_OPTIONS[provider]))})")  # fmt: skip
+        if key in _INT_OPTIONS:
+            if not value.isdigit() or int(value) < 1:
+                raise ProviderError(f"model spec {spec!r}: {key} must be a positive integer")
+            options[key] = int(value)
+        else:
+            options[key] = value
+    return ModelSpec(provider, name.strip(), options)
 
 
 def load_provider(
@@ -30,7 +63,7 @@ def load_provider(
     """The provider for `spec`; one instance per configuration in a process, so a local model loads once and a
     remote endpoint keeps one circuit breaker. Endpoints and retry settings come from the environment."""
     endpoint = tuple(os.environ.get(v, "") for v in _ENDPOINT_VARS)
-    return _load(spec.strip(), int(batch_size), device, key_env or None, endpoint)
+    return _load(spec, int(batch_size), device, key_env or None, endpoint)
 
 
 _ENDPOINT_VARS = ("OLLAMA_HOST", "OPENAI_BASE_URL", "EMBEDDINGS_RETRY_ATTEMPTS", "EMBEDDINGS_RETRY_BASE_DELAY")
@@ -45,15 +78,21 @@ def retry_policy() -> RetryPolicy:
 
 @functools.lru_cache(maxsize=32)
 def _load(spec: str, batch_size: int, device: str, key_env: str | None, endpoint: tuple[str, ...]) -> EmbeddingProvider:
-    provider, name = parse_model_spec(spec)
-    if provider == "sentence-transformers":
+    parsed = parse_model_spec(spec)
+    opts = parsed.options
+    if parsed.provider == "sentence-transformers":
         from .sentence_transformers import SentenceTransformerProvider
 
-        return SentenceTransformerProvider(name, batch_size=batch_size, device=device)
-    if provider == "ollama":
+        return SentenceTransformerProvider(parsed.name, batch_size=batch_size, device=device, **opts)  # type: ignore[arg-type]
+    if parsed.provider == "ollama":
         from .ollama import OllamaProvider
 
-        return OllamaProvider(name, policy=retry_policy())
+        return OllamaProvider(parsed.name, policy=retry_policy(), **opts)  # type: ignore[arg-type]
     from .openai import OpenAICompatibleProvider
 
-    return OpenAICompatibleProvider(name, api_key_env=key_env or "OPENAI_API_KEY", policy=retry_policy())
+    return OpenAICompatibleProvider(
+        parsed.name,
+        api_key_env=key_env or "OPENAI_API_KEY",
+        policy=retry_policy(),
+        **opts,  # type: ignore[arg-type]
+    )
