@@ -180,6 +180,9 @@ class StandinServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, like the real servers
+            # headers and body go out in separate writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms
+            # to every keep-alive request, which real servers do not
+            disable_nagle_algorithm = True
 
             def do_GET(self) -> None:  # http.server's naming
                 owner._handle(self, "GET")
