@@ -8,7 +8,6 @@ import psycopg
 
 from ..providers.base import ModelIdentity
 from ..store import checks as facts
-from ..store.vectors import register_model
 from .resources import EmbeddingModel, PipelineStore
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
@@ -78,17 +77,17 @@ def evaluate_tenant_checks(
     description="All tenants: live chunks whose vector is missing or NULL, e.g. written behind the pipeline's back.",
 )
 def missing_vectors_sweep(store: PipelineStore, model: EmbeddingModel) -> dg.AssetCheckResult:
-    identity = model.provider().identity
+    default_key = model.provider().identity.model_key
     with store.connect() as conn:
-        register_model(conn, store.schema, identity)
-        by_tenant = facts.missing_by_tenant(conn, store.schema, identity)
+        by_tenant, damage = facts.missing_by_tenant(conn, store.schema, default_key)
     return dg.AssetCheckResult(
-        passed=not by_tenant,
+        passed=not by_tenant and not damage,
         severity=ERROR,
         metadata={
             "missing_total": sum(by_tenant.values()),
             "tenants_affected": len(by_tenant),
             "missing_by_tenant": dg.MetadataValue.json(by_tenant),
-            "model_key": identity.model_key,
+            "default_model_key": default_key,
+            **({"storage_damage": "; ".join(damage)} if damage else {}),
         },
     )

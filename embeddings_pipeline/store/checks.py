@@ -58,7 +58,7 @@ def stale_vectors(conn: psycopg.Connection, schema: str, identity: ModelIdentity
         """
         SELECT c.chunk_id AS id FROM {chunks} c
           JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
-         WHERE c.tenant_id = %(t)s AND v.content_hash <> c.content_hash
+         WHERE c.tenant_id = %(t)s AND v.content_hash IS DISTINCT FROM c.content_hash
         """
     ).format(**_names(schema, identity))
     return _finding(conn, q, {"t": tenant_id})
@@ -97,16 +97,51 @@ def truncated_chunks(conn: psycopg.Connection, schema: str, identity: ModelIdent
     return _finding(conn, q, {"t": tenant_id, "max": identity.max_tokens})
 
 
-def missing_by_tenant(conn: psycopg.Connection, schema: str, identity: ModelIdentity) -> dict[str, int]:
-    """All tenants at once: live chunks without a non-NULL vector (the sweep for writes behind our back)."""
-    rows = conn.execute(
+def missing_by_tenant(
+    conn: psycopg.Connection, schema: str, default_model_key: str
+) -> tuple[dict[str, int], list[str]]:
+    """All tenants at once, each against its active model (or the default): live chunks without a non-NULL
+    vector, e.g. nulled or deleted behind the pipeline's back. Reads ids and counts only, never content.
+
+    Where a vector table or its `embedding` column is gone (a schema push dropped it), every live chunk of the
+    tenants on that model counts as missing and the second value says what is damaged. The sweep only reports;
+    the next run repairs.
+    """
+    chunks = table(schema, "chunks")
+    groups = conn.execute(
         sql.SQL(
             """
-            SELECT c.tenant_id, count(*) FROM {chunks} c
-              LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
-             WHERE v.chunk_id IS NULL OR v.embedding IS NULL
-             GROUP BY c.tenant_id ORDER BY c.tenant_id
+            SELECT coalesce(t.active_model_key, %s), m.vector_table, array_agg(c.tenant_id)
+              FROM (SELECT DISTINCT tenant_id FROM {chunks}) c
+              LEFT JOIN {tenants} t ON t.tenant_id = c.tenant_id
+              LEFT JOIN {models} m ON m.model_key = coalesce(t.active_model_key, %s)
+             GROUP BY 1, 2
             """
-        ).format(**_names(schema, identity))
+        ).format(chunks=chunks, tenants=table(schema, "tenants"), models=table(schema, "embedding_models")),
+        (default_model_key, default_model_key),
     ).fetchall()
-    return {r[0]: int(r[1]) for r in rows}
+    missing: dict[str, int] = {}
+    damage: list[str] = []
+    for model_key, vector_table, tenants in groups:
+        count_all = sql.SQL("SELECT tenant_id, count(*) FROM {} WHERE tenant_id = ANY(%s) GROUP BY 1").format(chunks)
+        try:
+            if vector_table is None:
+                raise LookupError(f"model {model_key} has no vector table yet")
+            with conn.transaction():
+                rows = conn.execute(
+                    sql.SQL(
+                        """
+                        SELECT c.tenant_id, count(*) FROM {chunks} c
+                          LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
+                         WHERE c.tenant_id = ANY(%s) AND (v.chunk_id IS NULL OR v.embedding IS NULL)
+                         GROUP BY 1
+                        """
+                    ).format(chunks=chunks, v=table(schema, vector_table)),
+                    (tenants,),
+                ).fetchall()
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn, LookupError) as exc:
+            reason = exc.diag.message_primary if isinstance(exc, psycopg.Error) else str(exc)
+            damage.append(f"vector storage of {model_key}: {reason}")
+            rows = conn.execute(count_all, (tenants,)).fetchall()
+        missing.update({r[0]: int(r[1]) for r in rows})
+    return dict(sorted(missing.items())), damage

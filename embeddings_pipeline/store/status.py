@@ -56,7 +56,7 @@ def tenant_status(conn: psycopg.Connection, schema: str, tenant_id: str, model_k
             sql.SQL(
                 """
                 SELECT count(*) FILTER (WHERE v.embedding IS NOT NULL AND v.content_hash = c.content_hash),
-                       count(*) FILTER (WHERE v.chunk_id IS NOT NULL AND v.content_hash <> c.content_hash)
+                       count(*) FILTER (WHERE v.chunk_id IS NOT NULL AND v.content_hash IS DISTINCT FROM c.content_hash)
                   FROM {chunks} c
                   LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
                  WHERE c.tenant_id = %s

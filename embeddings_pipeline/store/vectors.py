@@ -26,9 +26,15 @@ class VectorValidationError(ValueError):
 
 
 def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentity) -> str:
-    """Record the model identity and create its vector table and indexes (idempotent). Returns the table."""
+    """Record the model identity and make its vector table, columns and indexes right (idempotent).
+
+    This is also the drift repair: a table, column or index dropped or altered behind the pipeline's back is
+    restored here, at the start of every embeddings step. Rows that survive are kept; vectors lost with a dropped
+    column are NULL afterwards, so the same step re-embeds them.
+    """
     vt = identity.vector_table
     key = identity.model_key
+    t = table(schema, vt)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:model:{key}",))
         conn.execute(
@@ -39,46 +45,76 @@ def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentit
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (model_key) DO NOTHING
                 """
             ).format(table(schema, "embedding_models")),
-            (
-                key,
-                identity.provider,
-                identity.name,
-                identity.revision,
-                identity.dims,
-                identity.normalized,
-                identity.query_prefix,
-                identity.passage_prefix,
-                identity.max_tokens,
-                vt,
-            ),
-        )
+            (key, identity.provider, identity.name, identity.revision, identity.dims, identity.normalized,
+             identity.query_prefix, identity.passage_prefix, identity.max_tokens, vt),
+        )  # fmt: skip
         conn.execute(
             sql.SQL(
                 """
                 CREATE TABLE IF NOT EXISTS {t} (
                     tenant_id    text NOT NULL,
                     chunk_id     text NOT NULL,
-                    content_hash text NOT NULL,
+                    content_hash text,
                     embedding    vector({dims}),
-                    model_key    text NOT NULL,
-                    run_id       text NOT NULL,
-                    embedded_at  timestamptz NOT NULL DEFAULT now(),
+                    model_key    text,
+                    run_id       text,
+                    embedded_at  timestamptz DEFAULT now(),
                     PRIMARY KEY (tenant_id, chunk_id)
                 )
                 """
-            ).format(t=table(schema, vt), dims=sql.Literal(identity.dims))
+            ).format(t=t, dims=sql.Literal(identity.dims))
         )
+        _repair_columns(conn, schema, vt, identity.dims)
         conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
-                sql.Identifier(f"{key}_hnsw"), table(schema, vt)
+                sql.Identifier(f"{key}_hnsw"), t
             )
         )
         conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (tenant_id, content_hash)").format(
-                sql.Identifier(f"{key}_hash"), table(schema, vt)
+                sql.Identifier(f"{key}_hash"), t
             )
         )
     return vt
+
+
+_COLUMNS = {
+    "content_hash": "text",
+    "embedding": "vector({dims})",
+    "model_key": "text",
+    "run_id": "text",
+    "embedded_at": "timestamp with time zone",
+}
+
+
+def _repair_columns(conn: psycopg.Connection, schema: str, vt: str, dims: int) -> None:
+    """Add dropped columns back; give `embedding` back its declared dimension (dropping only wrong-sized vectors)."""
+    t = table(schema, vt)
+    actual = dict(
+        conn.execute(
+            """
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+             WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
+            """,
+            (f'"{schema}"."{vt}"',),
+        ).fetchall()
+    )
+    for column, type_ in _COLUMNS.items():
+        expected = type_.format(dims=dims)
+        if column not in actual:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(t, sql.Identifier(column), sql.SQL(expected))
+            )
+        elif actual[column] != expected and column == "embedding":
+            conn.execute(
+                sql.SQL("DROP INDEX IF EXISTS {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(f"{vt.removeprefix('vectors_')}_hnsw")
+                )
+            )
+            conn.execute(
+                sql.SQL("UPDATE {} SET embedding = NULL WHERE vector_dims(embedding) <> %s").format(t), (dims,)
+            )
+            conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding TYPE {}").format(t, sql.SQL(expected)))
 
 
 def reuse_by_hash(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str) -> int:
@@ -101,7 +137,8 @@ def reuse_by_hash(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str
                            AND s.embedding IS NOT NULL
                          LIMIT 1) src ON true
                  WHERE c.tenant_id = %s
-                   AND (cur.chunk_id IS NULL OR cur.embedding IS NULL OR cur.content_hash <> c.content_hash)
+                   AND (cur.chunk_id IS NULL OR cur.embedding IS NULL
+                        OR cur.content_hash IS DISTINCT FROM c.content_hash)
                 ON CONFLICT (tenant_id, chunk_id) DO UPDATE
                    SET content_hash = EXCLUDED.content_hash, embedding = EXCLUDED.embedding,
                        model_key = EXCLUDED.model_key, run_id = EXCLUDED.run_id, embedded_at = EXCLUDED.embedded_at
@@ -142,7 +179,7 @@ def pending_chunks(conn: psycopg.Connection, schema: str, vt: str, tenant_id: st
             SELECT c.chunk_id, c.content_hash, c.text FROM {chunks} c
               LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
              WHERE c.tenant_id = %s
-               AND (v.chunk_id IS NULL OR v.embedding IS NULL OR v.content_hash <> c.content_hash)
+               AND (v.chunk_id IS NULL OR v.embedding IS NULL OR v.content_hash IS DISTINCT FROM c.content_hash)
             """
         ).format(v=table(schema, vt), chunks=table(schema, "chunks")),
         (tenant_id,),

@@ -1,0 +1,78 @@
+"""Schema drift behind the pipeline's back: the sweep reports the loss, the next run repairs and re-embeds."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from embeddings_pipeline.orchestrate import materialize_tenants
+from embeddings_pipeline.store.status import tenant_status
+
+from .helpers import seed
+
+DOC = "\n\n".join(f"Paragraph {i}: shelf {i} holds spare wheels." for i in range(5))
+
+
+@pytest.fixture()
+def two_tenants(conn, schema, provider):
+    seed(conn, schema, "acme", {"a.txt": DOC}, fmt="text")
+    seed(conn, schema, "globex", {"g.txt": DOC.replace("wheels", "belts")}, fmt="text")
+    instance = dg.DagsterInstance.ephemeral()
+    assert all(r.success for r in materialize_tenants(["acme", "globex"], instance=instance))
+    return instance
+
+
+def sweep(instance):
+    from embeddings_pipeline.definitions import defs
+
+    result = defs.resolve_job_def("vector_sweep").execute_in_process(instance=instance)
+    (evaluation,) = result.get_asset_check_evaluations()
+    return evaluation
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "ALTER TABLE {vt} DROP COLUMN embedding",
+        "DROP TABLE {vt}",
+        "ALTER TABLE {vt} DROP COLUMN content_hash",
+    ],
+)
+def test_dropped_storage_is_reported_then_repaired(two_tenants, conn, schema, provider, damage):
+    vt = f"{schema}.{provider.identity.vector_table}"
+    conn.execute(damage.format(vt=vt))
+    evaluation = sweep(two_tenants)
+    if "content_hash" not in damage:  # vectors gone: every chunk of both tenants is missing
+        assert not evaluation.passed
+        assert evaluation.metadata["missing_by_tenant"].value == {"acme": 5, "globex": 5}
+        assert "vector storage of" in evaluation.metadata["storage_damage"].value
+
+    (run,) = materialize_tenants(["acme"], instance=two_tenants)
+    assert run.success and run.metadata["embedded"] == 5  # re-embedded what was lost
+    key = provider.identity.model_key
+    assert tenant_status(conn, schema, "acme", key).missing == 0
+    if "content_hash" not in damage:
+        assert tenant_status(conn, schema, "globex", key).missing == 5  # repaired storage, its run comes next
+    assert materialize_tenants(["globex"], instance=two_tenants)[0].success
+    assert tenant_status(conn, schema, "globex", key).missing == 0
+    assert sweep(two_tenants).passed
+
+
+def test_dropped_index_and_retyped_column_are_restored(two_tenants, conn, schema, provider):
+    key = provider.identity.model_key
+    vt = f"{schema}.{provider.identity.vector_table}"
+    conn.execute(f"DROP INDEX {schema}.{key}_hnsw")
+    conn.execute(f"ALTER TABLE {vt} ALTER COLUMN embedding TYPE vector")
+    conn.execute(f"UPDATE {vt} SET embedding = '[1,2,3]' WHERE tenant_id = 'acme' AND chunk_id IN "  # noqa: S608
+                 f"(SELECT chunk_id FROM {vt} WHERE tenant_id = 'acme' LIMIT 1)")  # fmt: skip
+    (run,) = materialize_tenants(["acme"], instance=two_tenants)
+    assert run.success and run.metadata["embedded"] == 1  # only the wrong-sized vector was redone
+    column_type = conn.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
+        "AND attname = 'embedding'",
+        (vt,),
+    ).fetchone()
+    assert column_type == ("vector(384)",)
+    index = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{key}_hnsw",)).fetchone()
+    assert index is not None and "hnsw" in index[0]
+    assert tenant_status(conn, schema, "globex", key).missing == 0  # globex's vectors were kept throughout
