@@ -101,6 +101,18 @@ def db_status(as_json: bool) -> None:
             console.print(f"{k}: {v}")
 
 
+@db.command("migrate")
+def db_migrate() -> None:
+    """Create or upgrade the pipeline's tables (runs also do this on their own)."""
+    from .store.db import connection
+    from .store.migrations import LATEST_VERSION, migrate
+
+    store = _store()
+    with connection(store.url()) as conn:
+        applied = migrate(conn, store.schema)
+    console.print(f"schema {store.schema}: applied {applied or 'nothing'}; at version {LATEST_VERSION}")
+
+
 # --- content ----------------------------------------------------------------------------------------------
 
 
@@ -228,7 +240,7 @@ def search(query: str, tenant: str, k: int, as_json: bool) -> None:
     store = _store()
     with store.connect() as conn:
         hits = search_fn(
-            conn, store.schema, EmbeddingModel().provider_for(conn, store.schema, tenant), tenant, query, k
+            conn, store.schema, EmbeddingModel().search_provider_for(conn, store.schema, tenant), tenant, query, k
         )
     if as_json:
         click.echo(json.dumps({"tenant": tenant, "query": query, "hits": [h.as_dict() for h in hits]}))
@@ -336,6 +348,75 @@ def tenants_show(as_json: bool) -> None:
         table.add_column(c)
     for r in rows:
         table.add_row(*(str(r[c] if r[c] is not None else "-") for c in cols))
+    console.print(table)
+
+
+# --- models and lineage ------------------------------------------------------------------------------------
+
+
+@main.group()
+def models() -> None:
+    """Model identities side by side: coverage per tenant, retiring old vectors."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def models_list(as_json: bool) -> None:
+    from .store.models import list_models
+
+    store = _store()
+    with store.connect() as conn:
+        rows = list_models(conn, store.schema)
+    if as_json:
+        click.echo(json.dumps({"models": rows}))
+        return
+    table = Table(title="embedding models")
+    for c in ("model_key", "provider", "name", "revision", "dims", "status", "tenants (coverage %, * active)"):
+        table.add_column(c)
+    for m in rows:
+        cover = ", ".join(f"{t} {v['coverage_pct']}{'*' if v['active'] else ''}" for t, v in m["tenants"].items())
+        table.add_row(m["model_key"], m["provider"], m["name"], m["revision"][:16], str(m["dims"]), m["status"], cover)
+    console.print(table)
+
+
+@models.command("retire")
+@click.argument("model_key")
+def models_retire(model_key: str) -> None:
+    """Drop MODEL_KEY's vectors. Refused while it is any tenant's active model."""
+    from .store.models import ModelInUse, retire_model
+
+    store = _store()
+    try:
+        with store.connect() as conn:
+            dropped = retire_model(conn, store.schema, model_key)
+    except (LookupError, ModelInUse) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"retired {model_key}: {dropped} vectors dropped")
+
+
+@main.command("lineage")
+@click.option("--chunk", "chunk_id")
+@click.option("--doc", "doc_id")
+@click.option("--tenant", "-t", required=True, callback=lambda _c, _p, v: _tenant(v))
+@click.option("--json", "as_json", is_flag=True)
+def lineage_cmd(chunk_id: str | None, doc_id: str | None, tenant: str, as_json: bool) -> None:
+    """Which model, revision, chunker and Dagster run produced each vector of a chunk or document."""
+    from .store.models import lineage
+
+    if (chunk_id is None) == (doc_id is None):
+        raise click.UsageError("give exactly one of --chunk or --doc")
+    store = _store()
+    with store.connect() as conn:
+        rows = lineage(conn, store.schema, tenant, chunk_id=chunk_id, doc_id=doc_id)
+    if as_json:
+        click.echo(json.dumps({"tenant": tenant, "vectors": rows}))
+        return
+    table = Table(title=f"lineage: {tenant} {chunk_id or doc_id}")
+    cols = ["chunk_id", "model_key", "revision", "chunker_version", "embedded_at", "run_id", "current", "active_model"]
+    for c in cols:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*(str(r[c])[:24] for c in cols))
     console.print(table)
 
 

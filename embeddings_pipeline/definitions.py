@@ -3,17 +3,17 @@
 import dagster as dg
 
 from .defs.alerts import check_failure_alert, run_failure_alert
-from .defs.assets import blocks, chunks, documents, embeddings
+from .defs.assets import blocks, chunks, documents, embeddings, source_schema
 from .defs.checks import missing_vectors_sweep
 from .defs.resources import EmbeddingModel, PipelineStore
 from .defs.schedules import embed_tenant_job, nightly_reconcile, vector_sweep_job, vector_sweep_schedule
-from .defs.sensors import embeddings_automation, new_content_sensor
+from .defs.sensors import embeddings_automation, new_content_sensor, schema_change_sensor
 
 defs = dg.Definitions(
-    assets=[documents, blocks, chunks, embeddings],
+    assets=[source_schema, documents, blocks, chunks, embeddings],
     asset_checks=[missing_vectors_sweep],
     jobs=[embed_tenant_job, vector_sweep_job],
     schedules=[vector_sweep_schedule, nightly_reconcile],
-    sensors=[new_content_sensor, embeddings_automation, run_failure_alert, check_failure_alert],
+    sensors=[new_content_sensor, embeddings_automation, schema_change_sensor, run_failure_alert, check_failure_alert],
     resources={"store": PipelineStore(), "model": EmbeddingModel()},
 )

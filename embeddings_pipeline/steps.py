@@ -153,7 +153,7 @@ def build_embeddings(
     At full coverage the model becomes the tenant's active model.
     """
     identity = provider.identity
-    vt = vectors.register_model(conn, schema, identity)
+    vt = vectors.register_model(conn, schema, identity, getattr(provider, "spec", None))
     report = EmbeddingsReport(model_key=identity.model_key)
     stats_before = _provider_stats(provider)
     started = time.perf_counter()

@@ -27,14 +27,14 @@ def test_asset_graph_is_partitioned_by_tenant():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"documents", "blocks", "chunks", "embeddings"}
+    assert keys == {"source_schema", "documents", "blocks", "chunks", "embeddings"}
     for name in ("blocks", "chunks", "embeddings"):
         node = graph.get(dg.AssetKey(name))
         assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
         assert node.partitions_def.name == "tenant"
     assert graph.get(dg.AssetKey("embeddings")).parent_keys == {dg.AssetKey("chunks")}
     assert graph.get(dg.AssetKey("chunks")).parent_keys == {dg.AssetKey("blocks")}
-    assert graph.get(dg.AssetKey("blocks")).parent_keys == {dg.AssetKey("documents")}
+    assert graph.get(dg.AssetKey("blocks")).parent_keys == {dg.AssetKey("documents"), dg.AssetKey("source_schema")}
     assert defs.resolve_job_def("embed_tenant") is not None
 
 

@@ -125,3 +125,24 @@ def test_automation_requests_exactly_the_changed_tenants(conn, schema, store):
     evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
     for key in ("blocks", "chunks", "embeddings"):
         assert evaluation.get_requested_partitions(dg.AssetKey(key)) == {"globex"}
+
+
+def test_schema_change_rematerializes_every_tenant(conn, schema, store):
+    from embeddings_pipeline.defs.sensors import schema_change_sensor
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenant", ["acme", "globex"])
+
+        def look(cursor):
+            with dg.build_sensor_context(instance=instance, resources={"store": store}, cursor=cursor) as ctx:
+                return schema_change_sensor(ctx)
+
+        baseline = look(None)
+        assert not baseline.run_requests and baseline.cursor  # the first look is a baseline
+        assert baseline.asset_events[0].tags["dagster/data_version"] == baseline.cursor
+        assert look(baseline.cursor).skip_reason is not None  # nothing changed
+        conn.execute(f"ALTER TABLE {schema}.documents ADD COLUMN summary text")
+        changed = look(baseline.cursor)
+        assert changed.cursor != baseline.cursor
+        assert sorted(r.partition_key for r in changed.run_requests) == ["acme", "globex"]
+        assert {r.tags["embeddings/reason"] for r in changed.run_requests} == {"schema_change"}

@@ -26,14 +26,25 @@ documents = dg.AssetSpec(
     owners=OWNERS,
 )
 
+source_schema = dg.AssetSpec(
+    "source_schema",
+    description="Fingerprint of the source relation and the pipeline's tables (columns, types, vector dimensions, "
+    "indexes), observed by `schema_change_sensor`; a change re-materializes every tenant, and each run repairs "
+    "what drifted.",
+    group_name=GROUP,
+    kinds={"postgres"},
+    owners=OWNERS,
+)
+
 
 @dg.asset(
-    deps=[documents],
+    deps=[documents, source_schema],
     partitions_def=tenant_partitions,
     group_name=GROUP,
     kinds={"python", "postgres"},
     owners=OWNERS,
-    automation_condition=AUTOMATION,
+    # schema changes are the schema sensor's to act on (all tenants at once), not the per-tenant automation's
+    automation_condition=AUTOMATION.ignore(dg.AssetSelection.assets("source_schema")),
     description="Typed blocks (paragraph, heading, list, table, code, mermaid) of changed documents.",
 )
 def blocks(context: dg.AssetExecutionContext, store: PipelineStore) -> dg.MaterializeResult:

@@ -7,11 +7,12 @@ from contextlib import contextmanager
 
 import dagster as dg
 import psycopg
+from psycopg import sql
 from pydantic import Field
 
 from ..config import Settings, validate_identifier
-from ..providers import EmbeddingProvider, load_provider
-from ..store.db import connection
+from ..providers import EmbeddingProvider, ProviderError, load_provider
+from ..store.db import connection, table
 from ..store.migrations import migrate
 from ..store.server import database_url
 from ..store.tenants import tenant_settings
@@ -62,6 +63,21 @@ class EmbeddingModel(dg.ConfigurableResource):
         return load_provider(spec or self.model or settings.model_spec, batch_size, self.device, key_env)
 
     def provider_for(self, conn: psycopg.Connection, schema: str, tenant_id: str) -> EmbeddingProvider:
-        """The tenant's model: its own override (and key reference) from the tenants table, else the default."""
+        """The model the tenant should be embedded with: its override (and key reference), else the default."""
         tenant = tenant_settings(conn, schema, tenant_id)
         return self.provider(tenant.model, tenant.key_env)
+
+    def search_provider_for(self, conn: psycopg.Connection, schema: str, tenant_id: str) -> EmbeddingProvider:
+        """The model search must use: the tenant's ACTIVE model. While a new model is still being filled, that
+        is the old one, so search never mixes models and never sees a half-built index (blue/green)."""
+        tenant = tenant_settings(conn, schema, tenant_id)
+        wanted = self.provider(tenant.model, tenant.key_env)
+        if tenant.active_model_key in (None, wanted.identity.model_key):
+            return wanted
+        row = conn.execute(
+            sql.SQL("SELECT spec FROM {} WHERE model_key = %s").format(table(schema, "embedding_models")),
+            (tenant.active_model_key,),
+        ).fetchone()
+        if not row or not row[0]:
+            raise ProviderError(f"tenant {tenant_id!r}: active model {tenant.active_model_key} has no recorded spec")
+        return self.provider(row[0], tenant.key_env)

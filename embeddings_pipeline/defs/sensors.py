@@ -8,12 +8,15 @@ import dagster as dg
 
 from ..config import InvalidTenantId, validate_tenant_id
 from ..store.changes import Watermark, changes_since
-from .assets import blocks, chunks, documents, embeddings
+from ..store.fingerprint import schema_fingerprint
+from .assets import blocks, chunks, documents, embeddings, source_schema
 from .partitions import tenant_partitions
 from .resources import PipelineStore
+from .schedules import REASON_TAG, embed_tenant_job
 
 SENSOR_INTERVAL = int(os.environ.get("EMBEDDINGS_SENSOR_INTERVAL", "15"))
 ROWS_PER_TICK = int(os.environ.get("EMBEDDINGS_SENSOR_ROWS_PER_TICK", "10000"))
+SCHEMA_CHECK_INTERVAL = int(os.environ.get("EMBEDDINGS_SCHEMA_CHECK_INTERVAL", "300"))
 
 
 @dg.sensor(
@@ -64,3 +67,35 @@ embeddings_automation = dg.AutomationConditionSensorDefinition(
     emit_backfills=False,  # plain runs, one per tenant partition, not a backfill
     description="Runs blocks, chunks and embeddings for each tenant whose documents changed (one run per tenant).",
 )
+
+
+@dg.sensor(
+    job=embed_tenant_job,
+    minimum_interval_seconds=SCHEMA_CHECK_INTERVAL,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Fingerprints the source relation and the pipeline's tables; when the fingerprint changes (a "
+    "migration, a dropped column or index) every tenant is re-materialized, and each run repairs the drift.",
+)
+def schema_change_sensor(context: dg.SensorEvaluationContext, store: PipelineStore) -> dg.SensorResult:
+    with store.connect() as conn:
+        fingerprint = schema_fingerprint(conn, store.schema)
+    if context.cursor == fingerprint:
+        return dg.SensorResult(skip_reason=dg.SkipReason("schema unchanged"))
+    observation = dg.AssetObservation(
+        asset_key=source_schema.key,
+        metadata={"fingerprint": fingerprint, "previous": context.cursor or "none"},
+        tags={"dagster/data_version": fingerprint},
+    )
+    if context.cursor is None:  # the first look is the baseline, not a change
+        return dg.SensorResult(asset_events=[observation], cursor=fingerprint)
+    assert tenant_partitions.name is not None
+    tenants = context.instance.get_dynamic_partitions(tenant_partitions.name)
+    context.log.warning(f"schema fingerprint changed ({context.cursor} -> {fingerprint}): {len(tenants)} tenants")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(run_key=f"schema:{fingerprint}:{t}", partition_key=t, tags={REASON_TAG: "schema_change"})
+            for t in tenants
+        ],
+        asset_events=[observation],
+        cursor=fingerprint,
+    )

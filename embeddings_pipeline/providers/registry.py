@@ -63,7 +63,9 @@ def load_provider(
     """The provider for `spec`; one instance per configuration in a process, so a local model loads once and a
     remote endpoint keeps one circuit breaker. Endpoints and retry settings come from the environment."""
     endpoint = tuple(os.environ.get(v, "") for v in _ENDPOINT_VARS)
-    return _load(spec, int(batch_size), device, key_env or None, endpoint)
+    provider = _load(spec, int(batch_size), device, key_env or None, endpoint)
+    provider.spec = spec  # type: ignore[attr-defined]  # recorded with the identity, to reload this model later
+    return provider
 
 
 _ENDPOINT_VARS = ("OLLAMA_HOST", "OPENAI_BASE_URL", "EMBEDDINGS_RETRY_ATTEMPTS", "EMBEDDINGS_RETRY_BASE_DELAY")

@@ -102,6 +102,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             CHECK (chunk_overflow IN ('split', 'truncate'));
         """,
     ),
+    (
+        3,
+        "model spec on each identity, to load the provider of a tenant's active model",
+        """
+        ALTER TABLE {s}.embedding_models ADD COLUMN IF NOT EXISTS spec text;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -25,7 +25,7 @@ class VectorValidationError(ValueError):
     """Vectors that must not be written: wrong shape, NaN/inf or zero vectors."""
 
 
-def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentity) -> str:
+def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentity, spec: str | None = None) -> str:
     """Record the model identity and make its vector table, columns and indexes right (idempotent).
 
     This is also the drift repair: a table, column or index dropped or altered behind the pipeline's back is
@@ -41,12 +41,13 @@ def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentit
             sql.SQL(
                 """
                 INSERT INTO {} (model_key, provider, name, revision, dims, normalized, query_prefix,
-                                passage_prefix, max_tokens, vector_table)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (model_key) DO NOTHING
+                                passage_prefix, max_tokens, vector_table, spec)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (model_key) DO UPDATE SET spec = coalesce(EXCLUDED.spec, {m}.spec), status = 'active'
                 """
-            ).format(table(schema, "embedding_models")),
+            ).format(table(schema, "embedding_models"), m=sql.Identifier("embedding_models")),
             (key, identity.provider, identity.name, identity.revision, identity.dims, identity.normalized,
-             identity.query_prefix, identity.passage_prefix, identity.max_tokens, vt),
+             identity.query_prefix, identity.passage_prefix, identity.max_tokens, vt, spec),
         )  # fmt: skip
         conn.execute(
             sql.SQL(

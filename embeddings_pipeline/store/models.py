@@ -1,0 +1,131 @@
+"""Model identities side by side: coverage per tenant, lineage of vectors, retiring a model's vectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .db import table
+
+
+def list_models(conn: psycopg.Connection, schema: str) -> list[dict[str, Any]]:
+    """Every registered model with its identity and, per tenant, how many live chunks it covers."""
+    models = conn.execute(
+        sql.SQL(
+            "SELECT model_key, provider, name, revision, dims, normalized, query_prefix, passage_prefix, "
+            "max_tokens, vector_table, status, created_at FROM {} ORDER BY created_at"
+        ).format(table(schema, "embedding_models"))
+    ).fetchall()
+    active = dict(
+        conn.execute(sql.SQL("SELECT tenant_id, active_model_key FROM {}").format(table(schema, "tenants"))).fetchall()
+    )
+    out = []
+    for key, provider, name, revision, dims, normalized, qp, pp, max_tokens, vt, status, created in models:
+        coverage: dict[str, dict[str, Any]] = {}
+        if status != "retired" and conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{vt}"',)).fetchone()[0]:  # type: ignore[index]
+            rows = conn.execute(
+                sql.SQL(
+                    """
+                    SELECT c.tenant_id, count(*), count(v.chunk_id) FROM {chunks} c
+                      LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
+                                     AND v.content_hash = c.content_hash AND v.embedding IS NOT NULL
+                     GROUP BY 1 ORDER BY 1
+                    """
+                ).format(chunks=table(schema, "chunks"), v=table(schema, vt))
+            ).fetchall()
+            for tenant, chunks, current in rows:
+                if current or active.get(tenant) == key:
+                    coverage[tenant] = {
+                        "chunks": chunks,
+                        "vectors": current,
+                        "coverage_pct": round(100.0 * current / chunks, 2) if chunks else 100.0,
+                        "active": active.get(tenant) == key,
+                    }
+        out.append({
+            "model_key": key, "provider": provider, "name": name, "revision": revision, "dims": dims,
+            "normalized": normalized, "query_prefix": qp, "passage_prefix": pp, "max_tokens": max_tokens,
+            "vector_table": vt, "status": status, "created_at": created.isoformat(), "tenants": coverage,
+        })  # fmt: skip
+    return out
+
+
+class ModelInUse(RuntimeError):
+    """A model that is still some tenant's active model cannot be retired."""
+
+
+def retire_model(conn: psycopg.Connection, schema: str, model_key: str) -> int:
+    """Drop a model's vectors (its table) and mark it retired. Refused while a tenant searches with it.
+    Returns the number of vectors dropped."""
+    with conn.transaction():
+        row = conn.execute(
+            sql.SQL("SELECT vector_table FROM {} WHERE model_key = %s FOR UPDATE").format(
+                table(schema, "embedding_models")
+            ),
+            (model_key,),
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"no model {model_key!r}; see `embeddings-pipeline models list`")
+        users = conn.execute(
+            sql.SQL("SELECT tenant_id FROM {} WHERE active_model_key = %s ORDER BY 1").format(table(schema, "tenants")),
+            (model_key,),
+        ).fetchall()
+        if users:
+            raise ModelInUse(
+                f"model {model_key} is the active model of {len(users)} tenant(s) "
+                f"({', '.join(repr(u[0]) for u in users[:5])}); switch them to another model first"
+            )
+        vt = table(schema, row[0])
+        dropped = 0
+        if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{row[0]}"',)).fetchone()[0]:  # type: ignore[index]
+            dropped = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(vt)).fetchone()[0]  # type: ignore[index]
+            conn.execute(sql.SQL("DROP TABLE {}").format(vt))
+        conn.execute(
+            sql.SQL("UPDATE {} SET status = 'retired' WHERE model_key = %s").format(table(schema, "embedding_models")),
+            (model_key,),
+        )
+    return int(dropped)
+
+
+def lineage(
+    conn: psycopg.Connection, schema: str, tenant_id: str, *, chunk_id: str | None = None, doc_id: str | None = None
+) -> list[dict[str, Any]]:
+    """For each vector of the chunk (or of every chunk of the document), in every model: who made it, from
+    which text, when, in which Dagster run, and whether it is current."""
+    if (chunk_id is None) == (doc_id is None):
+        raise ValueError("give exactly one of chunk_id or doc_id")
+    chunk_filter = sql.SQL("c.chunk_id = %(id)s") if chunk_id else sql.SQL("c.doc_id = %(id)s")
+    active = conn.execute(
+        sql.SQL("SELECT active_model_key FROM {} WHERE tenant_id = %s").format(table(schema, "tenants")), (tenant_id,)
+    ).fetchone()
+    models = conn.execute(
+        sql.SQL(
+            "SELECT model_key, provider, name, revision, dims, vector_table FROM {} WHERE status <> 'retired'"
+        ).format(table(schema, "embedding_models"))
+    ).fetchall()
+    out: list[dict[str, Any]] = []
+    for key, provider, name, revision, dims, vt in models:
+        if not conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{vt}"',)).fetchone()[0]:  # type: ignore[index]
+            continue
+        rows = conn.execute(
+            sql.SQL(
+                """
+                SELECT c.chunk_id, c.doc_id, c.chunker_version, c.content_hash, v.content_hash, v.embedded_at,
+                       v.run_id, v.embedding IS NULL
+                  FROM {chunks} c JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
+                 WHERE c.tenant_id = %(t)s AND {filter}
+                 ORDER BY c.doc_id, c.ordinal
+                """
+            ).format(chunks=table(schema, "chunks"), v=table(schema, vt), filter=chunk_filter),
+            {"t": tenant_id, "id": chunk_id or doc_id},
+        ).fetchall()
+        for cid, doc, chunker, chunk_hash, vector_hash, embedded_at, run_id, is_null in rows:
+            out.append({
+                "chunk_id": cid, "doc_id": doc, "model_key": key, "provider": provider, "model_name": name,
+                "revision": revision, "dims": dims, "chunker_version": chunker, "content_hash": vector_hash,
+                "embedded_at": embedded_at.isoformat() if embedded_at else None, "run_id": run_id,
+                "current": (vector_hash == chunk_hash) and not is_null,
+                "active_model": bool(active and active[0] == key),
+            })  # fmt: skip
+    return out
