@@ -144,7 +144,7 @@ def _all_tenants() -> list[str]:
         return source_tenants(conn, store.schema)
 
 
-def _materialize(tenants: list[str]) -> list:
+def _materialize(tenants: list[str], tags: dict[str, str] | None = None) -> list:
     from .orchestrate import materialize_tenants
 
     with _progress() as progress:
@@ -164,7 +164,7 @@ def _materialize(tenants: list[str]) -> list:
             progress.console.print(f"{mark} {run.tenant}: {detail}  (run {run.run_id[:8]})")
             progress.advance(task)
 
-        return materialize_tenants(tenants, on_done=done)
+        return materialize_tenants(tenants, on_done=done, tags=tags)
 
 
 @main.command()
@@ -348,6 +348,58 @@ def tenants_show(as_json: bool) -> None:
         table.add_column(c)
     for r in rows:
         table.add_row(*(str(r[c] if r[c] is not None else "-") for c in cols))
+    console.print(table)
+
+
+@main.command()
+@click.option("--tenant", "-t", "tenants", multiple=True, callback=lambda _c, _p, v: [_tenant(t) for t in v])
+@click.option("--model", "model_key", help="a registered model_key to fill (default: each tenant's own model)")
+@click.option("--dry-run", is_flag=True, help="print what would be embedded and an estimate; write nothing")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), help="texts per committed batch")
+@click.option("--json", "as_json", is_flag=True)
+def backfill(tenants: list[str], model_key: str | None, dry_run: bool, batch_size: int | None, as_json: bool) -> None:
+    """Embed everything missing for TENANTS (default: all), through Dagster runs, resumable after any kill."""
+    from .defs.assets import COMMIT_TAG, MODEL_TAG
+
+    tenants = tenants or _all_tenants()
+    if dry_run:
+        _backfill_plan(tenants, model_key, as_json)
+        return
+    tags = {**({MODEL_TAG: model_key} if model_key else {}), **({COMMIT_TAG: str(batch_size)} if batch_size else {})}
+    runs = _materialize(tenants, tags=tags)
+    failed = [r for r in runs if not r.success]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(runs)} tenants failed (rerun to resume): "
+                                   + "; ".join(f"{r.tenant}: {r.error}" for r in failed))  # fmt: skip
+
+
+def _backfill_plan(tenants: list[str], model_key: str | None, as_json: bool) -> None:
+    from .backfill import measured_throughput, plan_tenant, throughput_history
+    from .defs.resources import EmbeddingModel
+    from .orchestrate import local_instance
+    from .providers import ProviderError
+
+    store, instance = _store(), local_instance()
+    plans = []
+    with store.connect() as conn:
+        for tenant in tenants:
+            try:
+                provider = EmbeddingModel().provider_for(conn, store.schema, tenant, model_key)
+            except ProviderError as exc:
+                raise click.ClickException(str(exc)) from exc
+            plan, sample = plan_tenant(conn, store.schema, tenant, provider)
+            tps = measured_throughput(throughput_history(instance, plan.model_key), provider, sample)
+            plan.est_seconds = round(plan.to_embed / tps, 1) if tps and plan.to_embed else 0.0
+            plans.append(plan.as_dict())
+    if as_json:
+        click.echo(json.dumps({"dry_run": True, "tenants": plans}))
+        return
+    table = Table(title="backfill plan (dry run: nothing written)")
+    for c in ("tenant", "model_key", "chunks", "to_embed", "documents_not_chunked", "est_seconds"):
+        table.add_column(c)
+    for p in plans:
+        table.add_row(*(str(p[c]) for c in ("tenant", "model_key", "chunks", "to_embed", "documents_not_chunked",
+                                            "est_seconds")))  # fmt: skip
     console.print(table)
 
 

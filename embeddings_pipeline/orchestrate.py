@@ -90,6 +90,7 @@ def materialize_tenants(
     tenants: Sequence[str],
     instance: dg.DagsterInstance | None = None,
     on_done: Callable[[TenantRun], None] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> list[TenantRun]:
     """One Dagster run per tenant (blocks, chunks, embeddings). A failing tenant never stops the others."""
     from .definitions import defs
@@ -100,7 +101,7 @@ def materialize_tenants(
     runs = []
     for tenant in tenants:
         result = job.execute_in_process(
-            partition_key=tenant, instance=instance, raise_on_error=False, run_config=_QUIET
+            partition_key=tenant, instance=instance, raise_on_error=False, run_config=_QUIET, tags=tags
         )
         run = TenantRun(
             tenant=tenant,

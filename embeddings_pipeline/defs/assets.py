@@ -12,6 +12,8 @@ from .resources import EmbeddingModel, PipelineStore
 
 GROUP = "embeddings"
 REASON_TAG = "embeddings/reason"  # "reconcile" on the nightly runs: re-parse every document
+MODEL_TAG = "embeddings/model_key"  # a backfill of a registered model other than the tenant's own
+COMMIT_TAG = "embeddings/commit_every"  # texts per committed batch (backfill --batch-size)
 # New or changed documents of a tenant (reported by `new_content_sensor`) request blocks, chunks and embeddings
 # of that tenant together, in one run.
 AUTOMATION = dg.AutomationCondition.eager()
@@ -68,7 +70,7 @@ def blocks(context: dg.AssetExecutionContext, store: PipelineStore) -> dg.Materi
 def chunks(context: dg.AssetExecutionContext, store: PipelineStore, model: EmbeddingModel) -> dg.MaterializeResult:
     tenant = context.partition_key
     with store.connect() as conn, tenant_lock(conn, store.schema, tenant):
-        provider = model.provider_for(conn, store.schema, tenant)
+        provider = model.provider_for(conn, store.schema, tenant, context.run.tags.get(MODEL_TAG))
         report = steps.build_chunks(conn, store.schema, tenant, provider)
     context.log.info("tenant %r: %s", tenant, report)
     return dg.MaterializeResult(metadata={**report.as_metadata(), "tenant": tenant})
@@ -89,10 +91,13 @@ def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: E
     tenant = context.partition_key
     failure = None
     with store.connect() as conn, tenant_lock(conn, store.schema, tenant):
-        provider = model.provider_for(conn, store.schema, tenant)
+        provider = model.provider_for(conn, store.schema, tenant, context.run.tags.get(MODEL_TAG))
         identity = provider.identity
+        commit_every = int(context.run.tags.get(COMMIT_TAG, "256"))
         try:
-            report = steps.build_embeddings(conn, store.schema, tenant, provider, context.run.run_id)
+            report = steps.build_embeddings(
+                conn, store.schema, tenant, provider, context.run.run_id, commit_every=commit_every
+            )
         except steps.EmbeddingIncomplete as exc:
             # Not raised: the blocking `no_missing_vectors` check fails the run, with counts and examples.
             context.log.error(str(exc))

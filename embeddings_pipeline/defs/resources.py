@@ -62,9 +62,14 @@ class EmbeddingModel(dg.ConfigurableResource):
         batch_size = self.batch_size or settings.batch_size
         return load_provider(spec or self.model or settings.model_spec, batch_size, self.device, key_env)
 
-    def provider_for(self, conn: psycopg.Connection, schema: str, tenant_id: str) -> EmbeddingProvider:
-        """The model the tenant should be embedded with: its override (and key reference), else the default."""
+    def provider_for(
+        self, conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str | None = None
+    ) -> EmbeddingProvider:
+        """The model the tenant should be embedded with: its override (and key reference), else the default;
+        or, for a backfill of a registered model, that model (`model_key`)."""
         tenant = tenant_settings(conn, schema, tenant_id)
+        if model_key:
+            return self.provider(_spec_of(conn, schema, model_key), tenant.key_env)
         return self.provider(tenant.model, tenant.key_env)
 
     def search_provider_for(self, conn: psycopg.Connection, schema: str, tenant_id: str) -> EmbeddingProvider:
@@ -74,10 +79,13 @@ class EmbeddingModel(dg.ConfigurableResource):
         wanted = self.provider(tenant.model, tenant.key_env)
         if tenant.active_model_key in (None, wanted.identity.model_key):
             return wanted
-        row = conn.execute(
-            sql.SQL("SELECT spec FROM {} WHERE model_key = %s").format(table(schema, "embedding_models")),
-            (tenant.active_model_key,),
-        ).fetchone()
-        if not row or not row[0]:
-            raise ProviderError(f"tenant {tenant_id!r}: active model {tenant.active_model_key} has no recorded spec")
-        return self.provider(row[0], tenant.key_env)
+        return self.provider(_spec_of(conn, schema, tenant.active_model_key), tenant.key_env)
+
+
+def _spec_of(conn: psycopg.Connection, schema: str, model_key: str) -> str:
+    row = conn.execute(
+        sql.SQL("SELECT spec FROM {} WHERE model_key = %s").format(table(schema, "embedding_models")), (model_key,)
+    ).fetchone()
+    if not row or not row[0]:
+        raise ProviderError(f"model {model_key} is not registered with a spec; see `embeddings-pipeline models list`")
+    return row[0]
