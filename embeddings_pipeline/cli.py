@@ -389,7 +389,7 @@ def _backfill_plan(tenants: list[str], model_key: str | None, as_json: bool) -> 
                 raise click.ClickException(str(exc)) from exc
             plan, sample = plan_tenant(conn, store.schema, tenant, provider)
             tps = measured_throughput(throughput_history(instance, plan.model_key), provider, sample)
-            plan.est_seconds = round(plan.to_embed / tps, 1) if tps and plan.to_embed else 0.0
+            plan.est_seconds = round(plan.to_embed / tps, 3) if tps and plan.to_embed else 0.0
             plans.append(plan.as_dict())
     if as_json:
         click.echo(json.dumps({"dry_run": True, "tenants": plans}))
