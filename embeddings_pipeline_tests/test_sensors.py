@@ -146,3 +146,32 @@ def test_schema_change_rematerializes_every_tenant(conn, schema, store):
         assert changed.cursor != baseline.cursor
         assert sorted(r.partition_key for r in changed.run_requests) == ["acme", "globex"]
         assert {r.tags["embeddings/reason"] for r in changed.run_requests} == {"schema_change"}
+
+
+def test_a_new_default_model_rebuilds_every_tenant(monkeypatch):
+    """EMBEDDINGS_MODEL is part of the code version of chunks and embeddings: changing it re-requests every
+    tenant partition (the new model is then filled side by side)."""
+    import importlib
+
+    import embeddings_pipeline.definitions as definitions
+    import embeddings_pipeline.defs.assets as assets
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("tenant", ["acme", "globex"])
+    for key in ("documents", "blocks", "chunks", "embeddings"):
+        for t in ("acme", "globex"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=t))
+    first = dg.evaluate_automation_conditions(defs=definitions.defs, instance=instance)
+    assert first.total_requested == 0
+    try:
+        monkeypatch.setenv("EMBEDDINGS_MODEL", "sentence-transformers:all-MiniLM-L6-v2?query_prefix=q: ")
+        importlib.reload(assets)
+        changed = importlib.reload(definitions).defs
+        result = dg.evaluate_automation_conditions(defs=changed, instance=instance, cursor=first.cursor)
+        for key in ("chunks", "embeddings"):
+            assert result.get_requested_partitions(dg.AssetKey(key)) == {"acme", "globex"}
+        assert result.get_requested_partitions(dg.AssetKey("blocks")) == set()
+    finally:
+        monkeypatch.delenv("EMBEDDINGS_MODEL")
+        importlib.reload(assets)
+        importlib.reload(definitions)

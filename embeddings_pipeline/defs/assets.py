@@ -1,11 +1,14 @@
 """blocks -> chunks -> embeddings, one tenant partition per run; `documents` is the observed source."""
 
+import hashlib
 from datetime import timedelta
 
 import dagster as dg
 
 from .. import steps
+from ..config import Settings
 from ..store.db import tenant_lock
+from ..text.chunks import CHUNKER_VERSION
 from .checks import CHECK_SPECS, evaluate_tenant_checks
 from .partitions import tenant_partitions
 from .resources import EmbeddingModel, PipelineStore
@@ -17,6 +20,18 @@ COMMIT_TAG = "embeddings/commit_every"  # texts per committed batch (backfill --
 # New or changed documents of a tenant (reported by `new_content_sensor`) request blocks, chunks and embeddings
 # of that tenant together, in one run.
 AUTOMATION = dg.AutomationCondition.eager()
+# The default model and the chunker are code: a change of either is a new code version of chunks and embeddings,
+# so the UI marks every tenant stale and automation rebuilds all of them (the new model side by side).
+MODEL_AWARE_AUTOMATION = AUTOMATION | (
+    dg.AutomationCondition.code_version_changed().since_last_handled() & ~dg.AutomationCondition.in_progress()
+)
+
+
+def model_code_version() -> str:
+    spec = Settings.from_env().model_spec
+    return f"{CHUNKER_VERSION}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+
+
 OWNERS = ["team:search-platform"]
 
 documents = dg.AssetSpec(
@@ -64,7 +79,8 @@ def blocks(context: dg.AssetExecutionContext, store: PipelineStore) -> dg.Materi
     group_name=GROUP,
     kinds={"python", "postgres"},
     owners=OWNERS,
-    automation_condition=AUTOMATION,
+    automation_condition=MODEL_AWARE_AUTOMATION,
+    code_version=model_code_version(),
     description="Embeddable texts: block-type aware, split on the model's tokenizer so nothing is truncated.",
 )
 def chunks(context: dg.AssetExecutionContext, store: PipelineStore, model: EmbeddingModel) -> dg.MaterializeResult:
@@ -83,7 +99,8 @@ def chunks(context: dg.AssetExecutionContext, store: PipelineStore, model: Embed
     kinds={"pgvector", "postgres", "python"},
     owners=OWNERS,
     check_specs=CHECK_SPECS,
-    automation_condition=AUTOMATION,
+    automation_condition=MODEL_AWARE_AUTOMATION,
+    code_version=model_code_version(),
     freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=24), warn_window=timedelta(hours=6)),
     description="pgvector embeddings of every live chunk by the tenant's model, with lineage on each row.",
 )
