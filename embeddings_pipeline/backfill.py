@@ -11,7 +11,7 @@ from psycopg import sql
 
 from .providers.base import EmbeddingProvider
 from .store import vectors
-from .store.db import table
+from .store.db import source_relation, table
 
 SAMPLE = 64
 
@@ -39,7 +39,7 @@ def documents_not_chunked(conn: psycopg.Connection, schema: str, tenant_id: str)
              WHERE d.tenant_id = %s AND d.deleted_at IS NULL
                AND (p.doc_id IS NULL OR p.source_updated_at IS DISTINCT FROM d.updated_at)
             """
-        ).format(docs=table(schema, "documents"), parsed=table(schema, "parsed_documents")),
+        ).format(docs=source_relation(schema), parsed=table(schema, "parsed_documents")),
         (tenant_id,),
     ).fetchone()
     return int(row[0]) if row else 0

@@ -66,7 +66,9 @@ source_schema = dg.AssetSpec(
 )
 def blocks(context: dg.AssetExecutionContext, store: PipelineStore) -> dg.MaterializeResult:
     tenant = context.partition_key
-    full = context.run.tags.get(REASON_TAG) == "reconcile"
+    # the nightly reconcile and a schema change (e.g. a source view now builds its text differently) re-read every
+    # document; only texts that really changed are re-embedded
+    full = context.run.tags.get(REASON_TAG) in ("reconcile", "schema_change")
     with store.connect() as conn, tenant_lock(conn, store.schema, tenant):
         report = steps.build_blocks(conn, store.schema, tenant, full=full)
     context.log.info("tenant %r: %s", tenant, report)

@@ -9,7 +9,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from .db import table
+from .db import source_relation
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def changes_since(
              ORDER BY updated_at, tenant_id, doc_id
              LIMIT %(limit)s
             """
-        ).format(docs=table(schema, "documents"), after=after),
+        ).format(docs=source_relation(schema), after=after),
         {"ts": since.updated_at, "t": since.tenant_id, "d": since.doc_id, "lag": lag_seconds, "limit": limit + 1},
     ).fetchall()
     page = ChangePage(watermark=since, more=len(rows) > limit)

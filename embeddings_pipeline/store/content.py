@@ -11,7 +11,7 @@ from psycopg import sql
 
 from ..text.blocks import Block
 from ..text.chunks import Chunk
-from .db import table
+from .db import source_relation, table
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ def changed_documents(
 ) -> Iterator[list[ChangedDocument]]:
     """Live documents never parsed, or changed since they were parsed (all live ones with `everything`),
     in batches (bodies loaded per batch)."""
-    docs, parsed = table(schema, "documents"), table(schema, "parsed_documents")
+    docs, parsed = source_relation(schema), table(schema, "parsed_documents")
     ids = conn.execute(
         sql.SQL(
             """
@@ -60,7 +60,7 @@ def removed_documents(conn: psycopg.Connection, schema: str, tenant_id: str) -> 
                    SELECT 1 FROM {docs} d
                     WHERE d.tenant_id = p.tenant_id AND d.doc_id = p.doc_id AND d.deleted_at IS NULL)
             """
-        ).format(docs=table(schema, "documents"), parsed=table(schema, "parsed_documents")),
+        ).format(docs=source_relation(schema), parsed=table(schema, "parsed_documents")),
         (tenant_id,),
     ).fetchall()
     return [r[0] for r in rows]
@@ -157,7 +157,7 @@ def documents_to_chunk(
                     OR p.chunker_version IS DISTINCT FROM %s)
              ORDER BY p.doc_id
             """
-        ).format(parsed=table(schema, "parsed_documents"), docs=table(schema, "documents")),
+        ).format(parsed=table(schema, "parsed_documents"), docs=source_relation(schema)),
         (tenant_id, chunker_version),
     ).fetchall()
     return [DocumentToChunk(*r) for r in rows]

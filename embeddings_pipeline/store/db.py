@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,26 @@ def connection(url: str) -> Iterator[psycopg.Connection]:
 
 def table(schema: str, name: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+
+
+def source_parts(schema: str) -> tuple[str, str]:
+    """(schema, name) of the source of documents: EMBEDDINGS_SOURCE_RELATION (`name` or `schema.name`, any table
+    or view with the documents columns) or the pipeline's own `documents` table."""
+    configured = os.environ.get("EMBEDDINGS_SOURCE_RELATION", "").strip()
+    if not configured:
+        return schema, "documents"
+    parts = configured.split(".")
+    if len(parts) > 2 or not all(_NAME.match(p) for p in parts):
+        raise ValueError(f"EMBEDDINGS_SOURCE_RELATION={configured!r} is not `name` or `schema.name`")
+    return (parts[0], parts[1]) if len(parts) == 2 else (schema, parts[0])
+
+
+def source_relation(schema: str) -> sql.Composed:
+    """The relation every read of documents goes through (writes by `ingest` go to `documents`)."""
+    return table(*source_parts(schema))
 
 
 class TenantBusy(RuntimeError):

@@ -10,7 +10,7 @@ import psycopg
 
 from ..config import validate_tenant_id
 from ..text.blocks import sanitize
-from .db import table
+from .db import source_relation, table
 
 FORMATS = ("markdown", "text")
 
@@ -111,7 +111,7 @@ def source_tenants(conn: psycopg.Connection, schema: str) -> list[str]:
     """Every tenant that has (or had) documents or settings."""
     rows = conn.execute(
         psycopg.sql.SQL("SELECT tenant_id FROM {} UNION SELECT DISTINCT tenant_id FROM {} ORDER BY 1").format(
-            table(schema, "tenants"), table(schema, "documents")
+            table(schema, "tenants"), source_relation(schema)
         )
     ).fetchall()
     return [r[0] for r in rows]

@@ -8,6 +8,8 @@ import json
 
 import psycopg
 
+from .db import source_parts
+
 
 def schema_description(conn: psycopg.Connection, schema: str) -> dict[str, object]:
     """Tables, columns with their types, and index definitions of `schema`, in a stable order."""
@@ -27,7 +29,27 @@ def schema_description(conn: psycopg.Connection, schema: str) -> dict[str, objec
     tables: dict[str, list[list[object]]] = {}
     for relname, column, type_, not_null in columns:
         tables.setdefault(relname, []).append([column, type_, bool(not_null)])
-    return {"tables": tables, "indexes": {name: definition for name, definition in indexes}}
+    return {"tables": tables, "indexes": dict(indexes), "source": _source(conn, schema)}
+
+
+def _source(conn: psycopg.Connection, schema: str) -> dict[str, object]:
+    """The source relation's columns and, for a view, its definition: a view that now builds the text
+    differently is a change even when its columns stay the same."""
+    src_schema, name = source_parts(schema)
+    regclass = f'"{src_schema}"."{name}"'
+    columns = conn.execute(
+        """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+         WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+        """,
+        (regclass,),
+    ).fetchall()
+    view = conn.execute(
+        "SELECT pg_get_viewdef(to_regclass(%s)) WHERE (SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)) "
+        "IN ('v', 'm')",
+        (regclass, regclass),
+    ).fetchone()
+    return {"relation": f"{src_schema}.{name}", "columns": columns, "view": view[0] if view else None}
 
 
 def schema_fingerprint(conn: psycopg.Connection, schema: str) -> str:

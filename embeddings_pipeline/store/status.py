@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import psycopg
 from psycopg import sql
 
-from .db import table
+from .db import source_relation, table
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,9 @@ def tenant_status(conn: psycopg.Connection, schema: str, tenant_id: str, model_k
         "chunks": "SELECT count(*) FROM {chunks} WHERE tenant_id = %(t)s",
         "errors": "SELECT count(*) FROM {embedding_errors} WHERE tenant_id = %(t)s AND model_key = %(m)s",
     }
-    names = {n: table(schema, n) for n in ("documents", "blocks", "chunks", "embedding_errors")}
+    names = {n: table(schema, n) for n in ("blocks", "chunks", "embedding_errors")} | {
+        "documents": source_relation(schema)
+    }
     counts = {
         k: conn.execute(sql.SQL(v).format(**names), {"t": tenant_id, "m": model_key}).fetchone()[0]  # type: ignore[index]
         for k, v in q.items()
