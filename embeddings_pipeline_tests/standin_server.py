@@ -51,10 +51,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import numpy as np
+
+from .local_http import LocalHTTPServer
 
 DEFAULT_OLLAMA_MODEL = "nomic-embed-text:latest"
 DEFAULT_DIGEST = hashlib.sha256(b"standin nomic-embed-text v1").hexdigest()
@@ -120,7 +122,9 @@ class _Reset(Exception):
     """Close the connection with a TCP reset instead of answering."""
 
 
-class StandinServer:
+class StandinServer(LocalHTTPServer):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real servers
+
     def __init__(
         self,
         *,
@@ -138,6 +142,7 @@ class StandinServer:
         embed_fn: Callable[[list[str]], list[np.ndarray]] | None = None,  # a real model behind the API (benchmarks)
         seed: int = 0,
     ) -> None:
+        super().__init__()
         self.dims = dims
         self.ollama_models = tuple(ollama_models)
         self.openai_models = tuple(openai_models) if openai_models is not None else None
@@ -158,54 +163,13 @@ class StandinServer:
         self.auth_seen: list[str | None] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:43121`` (OpenAI clients use ``url + "/v1"``)."""
-        assert self._server is not None, "use StandinServer as a context manager"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    # ------------------------------------------------------------------ addresses (``url``: LocalHTTPServer's)
 
     @property
     def openai_url(self) -> str:
+        """``url + "/v1"``, the base URL OpenAI clients use."""
         return f"{self.url}/v1"
-
-    def __enter__(self) -> StandinServer:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, like the real servers
-            # headers and body go out in separate writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms
-            # to every keep-alive request, which real servers do not
-            disable_nagle_algorithm = True
-
-            def do_GET(self) -> None:  # http.server's naming
-                owner._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                owner._handle(self, "POST")
-
-            def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     # ------------------------------------------------------------------ helpers for tests
 

@@ -14,13 +14,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from .local_http import LocalHTTPServer
 
 WEBHOOK_PATH = "/services/T000/B000/SECRETTOKEN"
 
 
-class WebhookServer:
+class WebhookServer(LocalHTTPServer):
+    methods = ("POST",)
+
     def __init__(
         self,
         *,
@@ -30,6 +34,7 @@ class WebhookServer:
         delay: float = 0.0,
         path: str = WEBHOOK_PATH,
     ) -> None:
+        super().__init__()
         self.fail_first = fail_first
         self.status = status
         self.retry_after = retry_after
@@ -38,17 +43,13 @@ class WebhookServer:
         self.received: list[Any] = []  # bodies answered with 2xx
         self.requests: list[dict[str, Any]] = []  # every request: path, body, status answered
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "use WebhookServer as a context manager"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{self.path}"
+        """The webhook's URL: the server's address and ``path``."""
+        return f"{super().url}{self.path}"
 
-    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         try:
@@ -80,30 +81,6 @@ class WebhookServer:
             handler.wfile.write(payload)
         except OSError:  # the client gave up (timed out) first
             pass
-
-    def __enter__(self) -> WebhookServer:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # http.server's naming
-                owner._answer(self)
-
-            def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Any]:
         """The received bodies once there are at least `count` (or when `timeout` passes)."""

@@ -26,29 +26,18 @@ import functools
 import hashlib
 import json
 import os
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..text.tokens import WhitespaceTokenizer
 from .base import ModelIdentity
-from .resilience import (
-    CallStats,
-    CircuitBreaker,
-    ErrorKind,
-    ProviderCallError,
-    RetryPolicy,
-    breaker_for,
-    call_with_retries,
-)
+from .remote import RemoteProvider, display_url
+from .remote import server_detail as server_detail  # re-exported: these helpers used to live here
+from .remote import with_detail as with_detail
+from .resilience import CircuitBreaker, RetryPolicy, breaker_for
 
 if TYPE_CHECKING:
     import ollama
-
-T = TypeVar("T")
 
 DEFAULT_HOST = "http://localhost:11434"
 DEFAULT_MAX_TOKENS = 512
@@ -65,71 +54,7 @@ def _normalize_host(host: str) -> str:
         return host.rstrip("/")
 
 
-def display_url(url: str) -> str:
-    """``url`` without user info, query or fragment: safe to show in messages, logs and breaker names."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    netloc = parts.hostname or ""
-    if ":" in netloc:  # IPv6
-        netloc = f"[{netloc}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port:
-        netloc = f"{netloc}:{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-def server_detail(exc: BaseException, redact: tuple[str, ...] = ()) -> str | None:
-    """A short, credential-free description of what the server or transport said, from ``exc``'s chain."""
-    import httpx
-
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    detail: str | None = None
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        error = getattr(e, "error", None)  # ollama.ResponseError: the server's {"error": ...}
-        if isinstance(error, str) and getattr(e, "status_code", None) is not None:
-            detail = error
-            break
-        if isinstance(e, httpx.HTTPStatusError):
-            detail = _error_message(e.response)
-            break
-        if isinstance(e, httpx.TransportError | ConnectionError | TimeoutError | OSError):
-            detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-            break
-        e = e.__cause__ or e.__context__
-    if not detail:
-        return None
-    for secret in redact:
-        if secret:
-            detail = detail.replace(secret, "[redacted]")
-    detail = " ".join(detail.split())
-    return detail[:300] + ("..." if len(detail) > 300 else "")
-
-
-def _error_message(response: Any) -> str | None:
-    try:
-        payload = response.json()
-    except Exception:
-        return None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if isinstance(error, dict):
-        error = error.get("message")
-    return error if isinstance(error, str) else None
-
-
-def with_detail(exc: ProviderCallError, detail: str | None) -> ProviderCallError:
-    if not detail:
-        return exc
-    return ProviderCallError(f"{exc}: {detail}", kind=exc.kind, status=exc.status, retry_after=exc.retry_after)
-
-
-class OllamaProvider:
+class OllamaProvider(RemoteProvider):
     """An embedding model served by Ollama (``ollama:nomic-embed-text``)."""
 
     def __init__(
@@ -145,22 +70,14 @@ class OllamaProvider:
         policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.name = name
+        """``host`` defaults to ``$OLLAMA_HOST``, then ``http://localhost:11434``; ``max_tokens`` to the model's
+        context length (see the module's docstring)."""
+        super().__init__(name, batch_size, timeout, query_prefix, passage_prefix, policy)
         self.host = _normalize_host(host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST)
         self.display_host = display_url(self.host)
-        self.batch_size = batch_size
-        self.timeout = timeout
         self.max_tokens = max_tokens
-        self.query_prefix = query_prefix
-        self.passage_prefix = passage_prefix
-        self.policy = policy or RetryPolicy()
         self.breaker = breaker or breaker_for(f"ollama {self.display_host}")
-        self.stats = CallStats()
         self.model_record: dict[str, Any] = {}  # architecture, context_length, embedding_length, digest
-        self._identity: ModelIdentity | None = None
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"OllamaProvider(name={self.name!r}, host={self.display_host!r}, batch_size={self.batch_size})"
@@ -171,42 +88,13 @@ class OllamaProvider:
 
         return ollama.Client(host=self.host, timeout=self.timeout)
 
-    @functools.cached_property
-    def tokenizer(self) -> WhitespaceTokenizer:
-        return WhitespaceTokenizer()
-
     # ------------------------------------------------------------------ identity
-
-    @property
-    def identity(self) -> ModelIdentity:
-        """Resolved on first use (tags, show and one probe embedding), then cached."""
-        identity = self._identity
-        if identity is None:
-            with self._lock:
-                if self._identity is None:
-                    self._identity = self._resolve_identity()
-                identity = self._identity
-        return identity
-
-    def load(self) -> None:
-        """Resolve the identity now, so an unreachable server or a missing model fails before any work starts."""
-        _ = self.identity
 
     def _describe(self, what: str) -> str:
         return f"ollama model {self.name!r} at {self.display_host}: {what}"
 
-    def _call(self, fn: Callable[[], T], what: str) -> T:
-        try:
-            return call_with_retries(
-                fn, policy=self.policy, breaker=self.breaker, stats=self.stats, describe=self._describe(what)
-            )
-        except ProviderCallError as exc:
-            raise with_detail(exc, server_detail(exc)) from exc
-
-    def _fatal(self, message: str) -> ProviderCallError:
-        return ProviderCallError(self._describe(message), kind=ErrorKind.FATAL)
-
     def _resolve_identity(self) -> ModelIdentity:
+        """From ``/api/tags``, ``/api/show`` and one probe embedding."""
         tags = self._call(self.client.list, "list models (/api/tags)")
         candidates = {self.name, self.name if ":" in self.name else f"{self.name}:latest"}
         if self.name.endswith(":latest"):
@@ -224,12 +112,9 @@ class OllamaProvider:
             digest = "show-" + hashlib.sha256(blob).hexdigest()[:16]
 
         probe = self._call(lambda: self.client.embed(model=self.name, input=[PROBE_TEXT]), "probe embedding")
-        if len(probe.embeddings) != 1:
-            raise self._fatal(f"the probe embedding returned {len(probe.embeddings)} vectors for 1 input")
+        self._check_probe(probe.embeddings)
         vector = np.asarray(probe.embeddings[0], dtype=np.float32)
         dims = int(vector.shape[0])
-        if dims == 0:
-            raise self._fatal("the probe embedding returned an empty vector")
         if isinstance(embedding_length, int) and embedding_length != dims:
             raise self._fatal(
                 f"returned {dims} dimensions, expected {embedding_length} (the model record's embedding_length)"
@@ -262,25 +147,5 @@ class OllamaProvider:
                 lambda batch=batch: self.client.embed(model=self.name, input=batch),
                 f"embed {len(batch)} texts (/api/embed)",
             )
-            vectors = response.embeddings
-            if len(vectors) != len(batch):
-                raise self._fatal(f"returned {len(vectors)} embeddings for {len(batch)} inputs")
-            for vector in vectors:
-                if len(vector) != dims:
-                    raise self._fatal(f"returned {len(vector)} dimensions, expected {dims}")
-            block = np.asarray(vectors, dtype=np.float32)
-            if not np.isfinite(block).all():
-                raise self._fatal("returned non-finite values (NaN or infinity)")
-            out[start : start + len(batch)] = block
+            out[start : start + len(batch)] = self._check(response.embeddings, len(batch), dims)
         return out
-
-    def embed_documents(self, texts: list[str]) -> np.ndarray:
-        prefix = self.passage_prefix
-        return self._embed([prefix + t for t in texts] if prefix else list(texts))
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self._embed([self.query_prefix + text])[0]
-
-    def close(self) -> None:
-        if "client" in self.__dict__:
-            self.client.close()

@@ -27,30 +27,18 @@ import base64
 import functools
 import math
 import os
-import threading
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..text.tokens import WhitespaceTokenizer
 from .base import ModelIdentity
-from .ollama import display_url, server_detail, with_detail
-from .resilience import (
-    CallStats,
-    CircuitBreaker,
-    ErrorKind,
-    ProviderCallError,
-    RetryPolicy,
-    breaker_for,
-    call_with_retries,
-)
+from .remote import RemoteProvider, display_url
+from .resilience import CircuitBreaker, ErrorKind, ProviderCallError, RetryPolicy, breaker_for
 
 if TYPE_CHECKING:
     import httpx
-
-T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TOKENS_PER_WORD = 1.3
@@ -62,7 +50,7 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text.split()) * TOKENS_PER_WORD))
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(RemoteProvider):
     """An embedding model behind an OpenAI-compatible ``/embeddings`` endpoint (``openai:text-embedding-3-small``)."""
 
     def __init__(
@@ -81,28 +69,19 @@ class OpenAICompatibleProvider:
         policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        """``base_url`` defaults to ``$OPENAI_BASE_URL``, then OpenAI's; ``api_key_env`` names the key's variable."""
+        super().__init__(name, batch_size, timeout, query_prefix, passage_prefix, policy)
         if dimensions is not None and dimensions < 1:
             raise ValueError(f"dimensions must be >= 1, got {dimensions}")
-        self.name = name
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.display_url = display_url(self.base_url)
         self.api_key_env = api_key_env
         self.dimensions = dimensions
-        self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_tokens = max_tokens
-        self.timeout = timeout
-        self.query_prefix = query_prefix
-        self.passage_prefix = passage_prefix
-        self.policy = policy or RetryPolicy()
         self.breaker = breaker or breaker_for(f"openai {self.display_url}")
-        self.stats = CallStats()
         self.prompt_tokens = 0  # as reported by the server's `usage`
-        self._identity: ModelIdentity | None = None
         self._loaded = False
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -116,22 +95,7 @@ class OpenAICompatibleProvider:
 
         return httpx.Client(timeout=self.timeout, headers={"User-Agent": "embeddings-pipeline"})
 
-    @functools.cached_property
-    def tokenizer(self) -> WhitespaceTokenizer:
-        return WhitespaceTokenizer()
-
     # ------------------------------------------------------------------ identity
-
-    @property
-    def identity(self) -> ModelIdentity:
-        """Built on first use; needs one probe request only when ``dimensions`` is not given."""
-        identity = self._identity
-        if identity is None:
-            with self._lock:
-                if self._identity is None:
-                    self._identity = self._resolve_identity()
-                identity = self._identity
-        return identity
 
     def load(self) -> None:
         """Resolve the identity and make one probe request, so a missing key, a wrong key or an unreachable
@@ -146,6 +110,7 @@ class OpenAICompatibleProvider:
         self._loaded = True
 
     def _resolve_identity(self) -> ModelIdentity:
+        """Built from the options; needs one probe request only when ``dimensions`` is not given."""
         parts = urlsplit(self.base_url)
         host = parts.hostname or "unknown-host"
         if parts.port:
@@ -154,11 +119,8 @@ class OpenAICompatibleProvider:
         dims = self.dimensions
         if dims is None:
             vectors = self._request([PROBE_TEXT], "probe embedding")
-            if len(vectors) != 1:
-                raise self._fatal(f"the probe embedding returned {len(vectors)} vectors for 1 input")
+            self._check_probe(vectors)
             dims = len(vectors[0])
-            if dims == 0:
-                raise self._fatal("the probe embedding returned an empty vector")
         return ModelIdentity(
             provider="openai",
             name=self.name,
@@ -175,9 +137,6 @@ class OpenAICompatibleProvider:
     def _describe(self, what: str) -> str:
         return f"openai model {self.name!r} at {self.display_url}: {what}"
 
-    def _fatal(self, message: str) -> ProviderCallError:
-        return ProviderCallError(self._describe(message), kind=ErrorKind.FATAL)
-
     def _key(self) -> str:
         key = os.environ.get(self.api_key_env, "").strip()
         if not key:
@@ -189,19 +148,14 @@ class OpenAICompatibleProvider:
             )
         return key
 
-    def _call(self, fn: Callable[[], T], what: str, key: str) -> T:
-        try:
-            return call_with_retries(
-                fn, policy=self.policy, breaker=self.breaker, stats=self.stats, describe=self._describe(what)
+    def _call_error(self, exc: ProviderCallError, redact: tuple[str, ...]) -> ProviderCallError:
+        if exc.status in (401, 403):  # servers echo (masked) keys here: never forward their message
+            return ProviderCallError(
+                f"{exc}: the API key in environment variable {self.api_key_env} was refused",
+                kind=exc.kind,
+                status=exc.status,
             )
-        except ProviderCallError as exc:
-            if exc.status in (401, 403):  # servers echo (masked) keys here: never forward their message
-                raise ProviderCallError(
-                    f"{exc}: the API key in environment variable {self.api_key_env} was refused",
-                    kind=exc.kind,
-                    status=exc.status,
-                ) from exc
-            raise with_detail(exc, server_detail(exc, redact=(key,))) from exc
+        return super()._call_error(exc, redact)
 
     def _request(self, inputs: list[str], what: str) -> list[Any]:
         """POST one batch; returns the embeddings in input order (unchecked dimensions)."""
@@ -216,7 +170,7 @@ class OpenAICompatibleProvider:
             response.raise_for_status()
             return response.json()  # malformed JSON raises JSONDecodeError: transient, retried
 
-        payload = self._call(post, what, key)
+        payload = self._call(post, what, redact=(key,))
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list):
             raise self._fatal(f"{what}: the response has no `data` list")
@@ -232,22 +186,6 @@ class OpenAICompatibleProvider:
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
             self.prompt_tokens += usage["prompt_tokens"]
         return [_decode(item.get("embedding")) for item in items]
-
-    def _check(self, vectors: list[Any], expected_count: int, dims: int) -> np.ndarray:
-        if len(vectors) != expected_count:
-            raise self._fatal(f"returned {len(vectors)} embeddings for {expected_count} inputs")
-        for vector in vectors:
-            if not isinstance(vector, list | tuple):
-                raise self._fatal("returned an item without an `embedding` list")
-            if len(vector) != dims:
-                raise self._fatal(f"returned {len(vector)} dimensions, expected {dims}")
-        try:
-            block = np.asarray(vectors, dtype=np.float32).reshape(expected_count, dims)
-        except (TypeError, ValueError):
-            raise self._fatal("returned embeddings that are not numbers") from None
-        if not np.isfinite(block).all():
-            raise self._fatal("returned non-finite values (NaN or infinity)")
-        return block
 
     def batches(self, inputs: list[str]) -> Iterator[tuple[int, int]]:
         """``(start, end)`` ranges of ``inputs``: at most ``batch_size`` items and ``max_batch_tokens`` estimated
@@ -270,17 +208,6 @@ class OpenAICompatibleProvider:
             vectors = self._request(batch, f"embed {len(batch)} texts (/embeddings)")
             out[start:end] = self._check(vectors, len(batch), dims)
         return out
-
-    def embed_documents(self, texts: list[str]) -> np.ndarray:
-        prefix = self.passage_prefix
-        return self._embed([prefix + t for t in texts] if prefix else list(texts))
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self._embed([self.query_prefix + text])[0]
-
-    def close(self) -> None:
-        if "client" in self.__dict__:
-            self.client.close()
 
 
 def _decode(embedding: Any) -> Any:

@@ -1,0 +1,207 @@
+"""What the HTTP embedding providers (Ollama, OpenAI-compatible) share: ``RemoteProvider`` and message helpers.
+
+``RemoteProvider`` holds the common options, the approximate tokenizer, the lazily resolved and cached identity,
+calls through the resilience layer (retries, circuit breaker, server detail in errors) and the checks every
+response passes before anything is returned. Subclasses supply the client, ``_resolve_identity``, the requests and
+batching (``_embed``) and ``_describe``.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from ..text.tokens import WhitespaceTokenizer
+from .base import ModelIdentity
+from .resilience import CallStats, CircuitBreaker, ErrorKind, ProviderCallError, RetryPolicy, call_with_retries
+
+T = TypeVar("T")
+
+
+def display_url(url: str) -> str:
+    """``url`` without user info, query or fragment: safe to show in messages, logs and breaker names."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # IPv6
+        netloc = f"[{netloc}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port:
+        netloc = f"{netloc}:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def server_detail(exc: BaseException, redact: tuple[str, ...] = ()) -> str | None:
+    """A short, credential-free description of what the server or transport said, from ``exc``'s chain."""
+    import httpx
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    detail: str | None = None
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        error = getattr(e, "error", None)  # ollama.ResponseError: the server's {"error": ...}
+        if isinstance(error, str) and getattr(e, "status_code", None) is not None:
+            detail = error
+            break
+        if isinstance(e, httpx.HTTPStatusError):
+            detail = _error_message(e.response)
+            break
+        if isinstance(e, httpx.TransportError | ConnectionError | TimeoutError | OSError):
+            detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            break
+        e = e.__cause__ or e.__context__
+    if not detail:
+        return None
+    for secret in redact:
+        if secret:
+            detail = detail.replace(secret, "[redacted]")
+    detail = " ".join(detail.split())
+    return detail[:300] + ("..." if len(detail) > 300 else "")
+
+
+def _error_message(response: Any) -> str | None:
+    try:
+        payload = response.json()
+    except Exception:
+        return None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        error = error.get("message")
+    return error if isinstance(error, str) else None
+
+
+def with_detail(exc: ProviderCallError, detail: str | None) -> ProviderCallError:
+    """``exc`` with ``: detail`` appended to its message (``exc`` itself when there is no detail)."""
+    if not detail:
+        return exc
+    return ProviderCallError(f"{exc}: {detail}", kind=exc.kind, status=exc.status, retry_after=exc.retry_after)
+
+
+class RemoteProvider(ABC):
+    """Base of the providers that embed through an HTTP server. Subclasses set ``breaker`` in their constructor."""
+
+    breaker: CircuitBreaker
+
+    def __init__(
+        self,
+        name: str,
+        batch_size: int,
+        timeout: float,
+        query_prefix: str,
+        passage_prefix: str,
+        policy: RetryPolicy | None,
+    ) -> None:
+        """The options every remote provider has; ``policy`` defaults to ``RetryPolicy()``."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.name = name
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        self.policy = policy or RetryPolicy()
+        self.stats = CallStats()
+        self._identity: ModelIdentity | None = None
+        self._lock = threading.Lock()
+
+    @functools.cached_property
+    def tokenizer(self) -> WhitespaceTokenizer:
+        return WhitespaceTokenizer()
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """Resolved on first use (see ``_resolve_identity``), then cached."""
+        identity = self._identity
+        if identity is None:
+            with self._lock:
+                if self._identity is None:
+                    self._identity = self._resolve_identity()
+                identity = self._identity
+        return identity
+
+    def load(self) -> None:
+        """Resolve the identity now, so an unreachable server or a missing model fails before any work starts."""
+        _ = self.identity
+
+    @abstractmethod
+    def _resolve_identity(self) -> ModelIdentity:
+        """Ask the server what the model is (called once, under the lock)."""
+
+    # ------------------------------------------------------------------ calls and checks
+
+    @abstractmethod
+    def _describe(self, what: str) -> str:
+        """``what`` prefixed with the provider, model and endpoint, for messages."""
+
+    def _call(self, fn: Callable[[], T], what: str, *, redact: tuple[str, ...] = ()) -> T:
+        """``fn()`` with retries and the circuit breaker; a failure names ``what`` and what the server said."""
+        try:
+            return call_with_retries(
+                fn, policy=self.policy, breaker=self.breaker, stats=self.stats, describe=self._describe(what)
+            )
+        except ProviderCallError as exc:
+            raise self._call_error(exc, redact) from exc
+
+    def _call_error(self, exc: ProviderCallError, redact: tuple[str, ...]) -> ProviderCallError:
+        """The error ``_call`` raises for ``exc``: with the server's detail, ``redact`` values removed."""
+        return with_detail(exc, server_detail(exc, redact=redact))
+
+    def _fatal(self, message: str) -> ProviderCallError:
+        return ProviderCallError(self._describe(message), kind=ErrorKind.FATAL)
+
+    def _check_probe(self, vectors: Sequence[Any]) -> None:
+        """The probe embedding answered exactly one non-empty vector."""
+        if len(vectors) != 1:
+            raise self._fatal(f"the probe embedding returned {len(vectors)} vectors for 1 input")
+        if len(vectors[0]) == 0:
+            raise self._fatal("the probe embedding returned an empty vector")
+
+    def _check(self, vectors: Sequence[Any], expected_count: int, dims: int) -> np.ndarray:
+        """``vectors`` as a float32 block, once the count, each dimension and every value are right."""
+        if len(vectors) != expected_count:
+            raise self._fatal(f"returned {len(vectors)} embeddings for {expected_count} inputs")
+        for vector in vectors:
+            if not isinstance(vector, list | tuple):
+                raise self._fatal("returned an item without an `embedding` list")
+            if len(vector) != dims:
+                raise self._fatal(f"returned {len(vector)} dimensions, expected {dims}")
+        try:
+            block = np.asarray(vectors, dtype=np.float32).reshape(expected_count, dims)
+        except (TypeError, ValueError):
+            raise self._fatal("returned embeddings that are not numbers") from None
+        if not np.isfinite(block).all():
+            raise self._fatal("returned non-finite values (NaN or infinity)")
+        return block
+
+    # ------------------------------------------------------------------ embedding
+
+    @abstractmethod
+    def _embed(self, inputs: list[str]) -> np.ndarray:
+        """One row per input, in order, checked."""
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        prefix = self.passage_prefix
+        return self._embed([prefix + t for t in texts] if prefix else list(texts))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._embed([self.query_prefix + text])[0]
+
+    def close(self) -> None:
+        """Close the client, if one was ever made (``client`` is a cached property of the subclasses)."""
+        client = self.__dict__.get("client")
+        if client is not None:
+            client.close()
