@@ -25,12 +25,6 @@ def _store():
     return PipelineStore()
 
 
-def _provider():
-    from .defs.resources import EmbeddingModel
-
-    return EmbeddingModel().provider()
-
-
 def _tenant(value: str) -> str:
     try:
         return validate_tenant_id(value)
@@ -267,6 +261,7 @@ def search(query: str, tenant: str, k: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(dataset: Path, tenant: str, protocol: str, as_json: bool) -> None:
     """Ingest a BEIR dataset into TENANT, materialize it, and score nDCG@10 / recall@100 on its test queries."""
+    from .defs.resources import EmbeddingModel
     from .ingest import read_beir_corpus
     from .search import search_vector
     from .search.evaluate import evaluate, load_qrels, load_queries, rank_documents
@@ -280,10 +275,10 @@ def eval_cmd(dataset: Path, tenant: str, protocol: str, as_json: bool) -> None:
     runs = _materialize([tenant])
     if not runs[0].success:
         raise click.ClickException(f"materializing {tenant} failed: {runs[0].error}")
-    provider = _provider()
     qrels = load_qrels(dataset / "qrels" / "test.tsv")
     queries = load_queries(dataset / "queries.jsonl")
     with store.connect() as conn, _progress() as progress:
+        provider = EmbeddingModel().search_provider_for(conn, store.schema, tenant)  # the tenant's active model
         task = progress.add_task("queries", total=len(qrels))
 
         def rank(text: str) -> list[str]:
