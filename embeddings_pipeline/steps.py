@@ -95,8 +95,10 @@ class EmbeddingsReport:
 
 
 def chunker_version_for(provider: EmbeddingProvider, overflow: str = "split") -> str:
-    """Chunk texts depend on the chunker, the tokenizer limit they were split for, and the overflow policy."""
-    version = f"{CHUNKER_VERSION}:{provider.identity.model_key}:{provider.identity.max_tokens}"
+    """Chunk texts depend on the chunker, the tokenizer and limit they were split for, and the overflow policy,
+    not on the model: a switch between models sharing a tokenizer (new prefix, revision, dimensions) keeps
+    every chunk and only fills the new model's vectors."""
+    version = f"{CHUNKER_VERSION}:{provider.tokenizer.name}:{provider.identity.max_tokens}"
     return version if overflow == "split" else f"{version}:{overflow}"
 
 

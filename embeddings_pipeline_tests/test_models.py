@@ -35,6 +35,7 @@ def test_blue_green_model_change(conn, schema, provider, store):
     old = provider.identity.model_key
     assert tenant_settings(conn, schema, "acme").active_model_key == old
 
+    chunk_rows = conn.execute(f"SELECT array_agg(xmin::text ORDER BY chunk_id) FROM {schema}.chunks").fetchone()  # noqa: S608
     update_tenant(conn, schema, "acme", model=NEW)
     new = EmbeddingModel().provider(NEW).identity.model_key
     assert new != old
@@ -54,6 +55,8 @@ def test_blue_green_model_change(conn, schema, provider, store):
 
     (done,) = materialize_tenants(["acme"], instance=instance)
     assert done.success and done.metadata["model_key"] == new
+    # same tokenizer and limit: not one chunk row was rewritten by the switch
+    assert conn.execute(f"SELECT array_agg(xmin::text ORDER BY chunk_id) FROM {schema}.chunks").fetchone() == chunk_rows  # noqa: S608
     assert tenant_settings(conn, schema, "acme").active_model_key == new
     assert hits_model(conn, schema) == {new}
     rows = lineage(conn, schema, "acme", doc_id="cold.txt")

@@ -7,6 +7,7 @@ every token of a text, without the special tokens the model adds around each inp
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ class Tokenizer(Protocol):
     """What the chunker needs from a tokenizer."""
 
     special_tokens: int  # tokens the model adds around every text (2 for BERT: [CLS] ... [SEP])
+    name: str  # identifies the vocabulary and rules: chunks split for one tokenizer fit any model sharing it
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Character spans of each token of ``text``, without special tokens."""
@@ -44,6 +46,7 @@ class HuggingFaceTokenizer:
         tokenizer.no_padding()
         self._tokenizer = tokenizer
         self.special_tokens = special_tokens
+        self.name = "hf-" + hashlib.sha256(Path(tokenizer_json).read_bytes()).hexdigest()[:12]
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Character spans of the tokens of ``text`` (no special tokens)."""
@@ -69,6 +72,7 @@ class WhitespaceTokenizer:
     """
 
     special_tokens: int = 0
+    name: str = "whitespace"
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Spans of the ``\\S+`` runs of ``text``."""
