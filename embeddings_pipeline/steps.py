@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import psycopg
@@ -21,8 +20,6 @@ from .text.blocks import parse_blocks
 from .text.chunks import CHUNKER_VERSION, chunk_blocks
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int], None]
 
 
 class EmbeddingIncomplete(RuntimeError):
@@ -145,7 +142,6 @@ def build_embeddings(
     run_id: str,
     *,
     commit_every: int = 256,
-    progress: ProgressFn | None = None,
 ) -> EmbeddingsReport:
     """Embed every chunk of the tenant that lacks a current vector; raise if any is left without one.
 
@@ -167,7 +163,6 @@ def build_embeddings(
     pending.sort(key=lambda c: len(c.text))
     if pending:
         provider.load()
-    done = 0
     for start in range(0, len(pending), commit_every):
         batch = pending[start : start + commit_every]
         try:
@@ -177,9 +172,6 @@ def build_embeddings(
             _record_failure(conn, schema, identity.model_key, tenant_id, rest, "circuit_open", str(exc), report)
             report.errors.insert(0, f"stopped early, provider circuit open: {exc}")
             break
-        done += len(batch)
-        if progress:
-            progress(done, len(pending))
 
     report.seconds = time.perf_counter() - started
     report.provider = _stats_delta(stats_before, _provider_stats(provider))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import psycopg
@@ -59,14 +60,11 @@ def update_tenant(
     validate_tenant_id(tenant_id)
     if chunk_overflow is not None and chunk_overflow not in OVERFLOW_POLICIES:
         raise ValueError(f"chunk overflow policy must be one of {OVERFLOW_POLICIES}, not {chunk_overflow!r}")
-    if key_env:
-        import re
-
-        if not re.match(_ENV_NAME, key_env):
-            raise ValueError(
-                "--key-env takes the NAME of an environment variable (letters, digits, _), not a key; "
-                "the key itself is never stored"
-            )
+    if key_env and not re.match(_ENV_NAME, key_env):
+        raise ValueError(
+            "--key-env takes the NAME of an environment variable (letters, digits, _), not a key; "
+            "the key itself is never stored"
+        )
     if model:
         from ..providers.registry import parse_model_spec
 
