@@ -192,10 +192,17 @@ def _status_rows(tenants: list[str] | None) -> list[dict[str, object]]:
         return rows
 
 
-def _tenant_provider(conn, store, tenant: str):
+def _tenant_provider(conn, store, tenant: str) -> str:
+    """The model key the tenant is embedded with; a remote model whose server cannot be reached yet is shown as
+    unknown (its chunks then count as missing) instead of breaking the whole status."""
     from .defs.resources import EmbeddingModel
+    from .providers import ProviderError
 
-    return EmbeddingModel().provider_for(conn, store.schema, tenant).identity.model_key
+    try:
+        return EmbeddingModel().provider_for(conn, store.schema, tenant).identity.model_key
+    except ProviderError as exc:
+        err_console.print(f"[yellow]tenant {tenant!r}: model unavailable ({exc})[/]")
+        return "unknown"
 
 
 def _print_status(rows: list[dict[str, object]]) -> None:

@@ -119,3 +119,22 @@ def test_too_large_batches_are_split_and_a_bad_input_spares_its_neighbours(conn,
     assert key is None  # never activated: coverage is not 100%
     (table,) = conn.execute(f"SELECT vector_table FROM {schema}.embedding_models WHERE provider = 'openai'").fetchone()  # noqa: S608
     assert conn.execute(f"SELECT count(*) FROM {schema}.{table}").fetchone() == (43,)  # noqa: S608
+
+
+def test_status_survives_a_tenant_whose_provider_is_unreachable(conn, schema, monkeypatch, fast_retries):
+    import json
+
+    from click.testing import CliRunner
+
+    from embeddings_pipeline.cli import main
+
+    monkeypatch.setenv("EMBEDDINGS_RETRY_ATTEMPTS", "1")
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")  # nothing listens there
+    update_tenant(conn, schema, "remote", model="ollama:nomic-embed-text")
+    seed(conn, schema, "remote", {"a.txt": paragraphs(3)}, fmt="text")
+    seed(conn, schema, "local", {"b.txt": paragraphs(2, "crate")}, fmt="text")
+    out = CliRunner().invoke(main, ["status", "--json"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    rows = {r["tenant"]: r for r in json.loads(out.stdout)["tenants"]}
+    assert rows["remote"]["model_key"] == "unknown" and rows["remote"]["documents"] == 1
+    assert rows["local"]["model_key"].startswith("st_all_minilm_l6_v2_384_")
