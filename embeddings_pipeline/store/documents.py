@@ -30,10 +30,6 @@ class IngestReport:
     updated: int = 0
     unchanged: int = 0
 
-    @property
-    def total(self) -> int:
-        return self.inserted + self.updated + self.unchanged
-
 
 def ensure_tenant(conn: psycopg.Connection, schema: str, tenant_id: str) -> None:
     conn.execute(
