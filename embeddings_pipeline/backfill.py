@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from .providers.base import EmbeddingProvider
+from .steps import target_chunk_set
 from .store import vectors
 from .store.db import source_relation, table
 
@@ -29,18 +30,25 @@ class TenantPlan:
         return asdict(self)
 
 
-def documents_not_chunked(conn: psycopg.Connection, schema: str, tenant_id: str) -> int:
-    """Live documents changed since they were last parsed: their chunks (and vectors) are still to come."""
+def documents_not_chunked(conn: psycopg.Connection, schema: str, tenant_id: str, chunk_set: str) -> int:
+    """Live documents changed since they were last parsed, or not yet chunked into `chunk_set`: their chunks
+    (and vectors) are still to come."""
     row = conn.execute(
         sql.SQL(
             """
             SELECT count(*) FROM {docs} d
               LEFT JOIN {parsed} p ON p.tenant_id = d.tenant_id AND p.doc_id = d.doc_id
+              LEFT JOIN {done} s ON s.tenant_id = d.tenant_id AND s.doc_id = d.doc_id AND s.chunker_version = %s
              WHERE d.tenant_id = %s AND d.deleted_at IS NULL
-               AND (p.doc_id IS NULL OR p.source_updated_at IS DISTINCT FROM d.updated_at)
+               AND (p.doc_id IS NULL OR p.source_updated_at IS DISTINCT FROM d.updated_at
+                    OR s.blocks_version IS DISTINCT FROM p.blocks_version)
             """
-        ).format(docs=source_relation(schema), parsed=table(schema, "parsed_documents")),
-        (tenant_id,),
+        ).format(
+            docs=source_relation(schema),
+            parsed=table(schema, "parsed_documents"),
+            done=table(schema, "chunked_documents"),
+        ),
+        (chunk_set, tenant_id),
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -78,26 +86,33 @@ def plan_tenant(
 ) -> tuple[TenantPlan, list[str]]:
     """Counts for one tenant (writes nothing: the model's vector table may not even exist yet)."""
     identity = provider.identity
+    chunk_set = target_chunk_set(conn, schema, tenant_id, provider)
     exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{identity.vector_table}"',)).fetchone()
     if exists and exists[0]:
-        pending = vectors.pending_chunks(conn, schema, identity.vector_table, tenant_id)
+        pending = vectors.pending_chunks(conn, schema, identity.vector_table, tenant_id, chunk_set)
         texts = [p.text for p in pending]
     else:
         texts = [
             r[0]
             for r in conn.execute(
-                sql.SQL("SELECT text FROM {} WHERE tenant_id = %s").format(table(schema, "chunks")), (tenant_id,)
+                sql.SQL("SELECT text FROM {} WHERE tenant_id = %s AND chunker_version = %s").format(
+                    table(schema, "chunks")
+                ),
+                (tenant_id, chunk_set),
             ).fetchall()
         ]
     chunks = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s").format(table(schema, "chunks")), (tenant_id,)
+        sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s AND chunker_version = %s").format(
+            table(schema, "chunks")
+        ),
+        (tenant_id, chunk_set),
     ).fetchone()
     plan = TenantPlan(
         tenant=tenant_id,
         model_key=identity.model_key,
         chunks=int(chunks[0]) if chunks else 0,
         to_embed=len(texts),
-        documents_not_chunked=documents_not_chunked(conn, schema, tenant_id),
+        documents_not_chunked=documents_not_chunked(conn, schema, tenant_id, chunk_set),
         est_seconds=None,
     )
     return plan, texts[:SAMPLE]

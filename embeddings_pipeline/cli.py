@@ -273,6 +273,7 @@ def eval_cmd(dataset: Path, tenant: str, protocol: str, as_json: bool) -> None:
     from .search import search_vector
     from .search.evaluate import evaluate, load_qrels, load_queries, rank_documents
     from .store.documents import upsert_documents
+    from .store.models import chunk_set_of
     from .store.tenants import set_chunk_overflow
 
     store = _store()
@@ -286,12 +287,12 @@ def eval_cmd(dataset: Path, tenant: str, protocol: str, as_json: bool) -> None:
     queries = load_queries(dataset / "queries.jsonl")
     with store.connect() as conn, _progress() as progress:
         provider = EmbeddingModel().search_provider_for(conn, store.schema, tenant)  # the tenant's active model
+        chunk_set = chunk_set_of(conn, store.schema, tenant, provider.identity.model_key)
         task = progress.add_task("queries", total=len(qrels))
 
         def rank(text: str) -> list[str]:
-            hits = search_vector(
-                conn, store.schema, provider.identity.vector_table, tenant, provider.embed_query(text), k=300
-            )
+            query = provider.embed_query(text)
+            hits = search_vector(conn, store.schema, provider.identity.vector_table, tenant, query, 300, chunk_set)
             progress.advance(task)
             return rank_documents([(h.doc_id, h.score) for h in hits], 100)
 

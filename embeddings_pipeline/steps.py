@@ -47,6 +47,9 @@ class ChunksReport:
     chunks_written: int = 0
     chunks_removed: int = 0
     chunker_version: str = ""
+    # during a model change: the chunk set the active model still searches, kept up to date beside the new one
+    serving_chunker_version: str = ""
+    serving_chunks_written: int = 0
 
     def as_metadata(self) -> dict[str, object]:
         return asdict(self)
@@ -55,6 +58,7 @@ class ChunksReport:
 @dataclass
 class EmbeddingsReport:
     model_key: str
+    chunker_version: str = ""
     chunks: int = 0
     embedded: int = 0
     reused: int = 0
@@ -78,6 +82,7 @@ class EmbeddingsReport:
     def as_metadata(self) -> dict[str, object]:
         return {
             "model_key": self.model_key,
+            "chunker_version": self.chunker_version,
             "chunks": self.chunks,
             "embedded": self.embedded,
             "reused": self.reused,
@@ -94,9 +99,35 @@ class EmbeddingsReport:
 def chunker_version_for(provider: EmbeddingProvider, overflow: str = "split") -> str:
     """Chunk texts depend on the chunker, the tokenizer and limit they were split for, and the overflow policy,
     not on the model: a switch between models sharing a tokenizer (new prefix, revision, dimensions) keeps
-    every chunk and only fills the new model's vectors."""
+    every chunk and only fills the new model's vectors. Models that split differently get a chunk set each."""
     version = f"{CHUNKER_VERSION}:{provider.tokenizer.name}:{provider.identity.max_tokens}"
     return version if overflow == "split" else f"{version}:{overflow}"
+
+
+def overflow_of(chunker_version: str) -> str:
+    return "truncate" if chunker_version.endswith(":truncate") else "split"
+
+
+def target_chunk_set(conn: psycopg.Connection, schema: str, tenant_id: str, provider: EmbeddingProvider) -> str:
+    """The chunk set `provider` embeds for this tenant now (its tokenizer, limit and the tenant's policy)."""
+    return chunker_version_for(provider, tenants.chunk_overflow(conn, schema, tenant_id))
+
+
+def _serving_set(
+    conn: psycopg.Connection, schema: str, tenant_id: str, serving: EmbeddingProvider | None, target_set: str
+) -> tuple[str | None, bool]:
+    """The active (serving) chunk set if it differs from the target set, and whether this code can keep it up
+    to date with `serving` (the active model's provider). A set built by an older chunker stays as it is."""
+    active = tenants.tenant_settings(conn, schema, tenant_id)
+    version = active.active_chunker_version
+    if version is None or version == target_set:
+        return None, False
+    rebuildable = (
+        serving is not None
+        and serving.identity.model_key == active.active_model_key
+        and chunker_version_for(serving, overflow_of(version)) == version
+    )
+    return version, rebuildable
 
 
 def build_blocks(conn: psycopg.Connection, schema: str, tenant_id: str, *, full: bool = False) -> BlocksReport:
@@ -114,23 +145,55 @@ def build_blocks(conn: psycopg.Connection, schema: str, tenant_id: str, *, full:
     return report
 
 
-def build_chunks(
-    conn: psycopg.Connection, schema: str, tenant_id: str, provider: EmbeddingProvider, batch: int = 500
-) -> ChunksReport:
-    overflow = tenants.chunk_overflow(conn, schema, tenant_id)
-    version = chunker_version_for(provider, overflow)
-    report = ChunksReport(chunker_version=version)
+def _chunk_set(
+    conn: psycopg.Connection,
+    schema: str,
+    tenant_id: str,
+    provider: EmbeddingProvider,
+    version: str,
+    batch: int,
+) -> tuple[int, int]:
+    """Re-chunk the documents whose blocks changed since chunk set `version` was built; (documents, chunks)."""
+    overflow, limit = overflow_of(version), provider.identity.max_tokens
     todo = content.documents_to_chunk(conn, schema, tenant_id, version)
+    written = 0
     for start in range(0, len(todo), batch):
         docs = todo[start : start + batch]
         blocks = content.blocks_of(conn, schema, tenant_id, [d.doc_id for d in docs])
-        limit = provider.identity.max_tokens
-        chunked = [
-            (d, chunk_blocks(blocks[d.doc_id], d.title, provider.tokenizer, limit, overflow=overflow)) for d in docs
-        ]
-        report.chunks_written += content.replace_chunks(conn, schema, tenant_id, chunked, version)
-        report.documents_chunked += len(docs)
-    report.chunks_removed = content.delete_orphan_chunks(conn, schema, tenant_id)
+        options = {"overflow": overflow, "chunk_set": version}
+        chunked = [(d, chunk_blocks(blocks[d.doc_id], d.title, provider.tokenizer, limit, **options)) for d in docs]
+        written += content.replace_chunks(conn, schema, tenant_id, chunked, version)
+    return len(todo), written
+
+
+def build_chunks(
+    conn: psycopg.Connection,
+    schema: str,
+    tenant_id: str,
+    provider: EmbeddingProvider,
+    batch: int = 500,
+    *,
+    serving: EmbeddingProvider | None = None,
+) -> ChunksReport:
+    """Bring the tenant's chunk set for `provider` in line with its blocks.
+
+    During a model change to a model that splits differently, the set the active model searches (`serving` is
+    that model's provider) is kept and updated too, so search keeps answering with fresh content until the
+    switch. Every other chunk set of the tenant is dropped.
+    """
+    version = target_chunk_set(conn, schema, tenant_id, provider)
+    report = ChunksReport(chunker_version=version)
+    report.documents_chunked, report.chunks_written = _chunk_set(conn, schema, tenant_id, provider, version, batch)
+    serving_set, rebuildable = _serving_set(conn, schema, tenant_id, serving, version)
+    if serving_set is not None:
+        report.serving_chunker_version = serving_set
+        if rebuildable:
+            assert serving is not None
+            _, report.serving_chunks_written = _chunk_set(conn, schema, tenant_id, serving, serving_set, batch)
+    keep = [version] + ([serving_set] if serving_set else [])
+    report.chunks_removed = content.delete_orphan_chunks(conn, schema, tenant_id) + content.drop_chunk_sets(
+        conn, schema, tenant_id, keep
+    )
     return report
 
 
@@ -142,23 +205,27 @@ def build_embeddings(
     run_id: str,
     *,
     commit_every: int = 256,
+    chunker_version: str | None = None,
+    activate: bool = True,
 ) -> EmbeddingsReport:
-    """Embed every chunk of the tenant that lacks a current vector; raise if any is left without one.
+    """Embed every chunk of the tenant's chunk set (by default the provider's target set) that lacks a current
+    vector; raise if any is left without one.
 
     Each batch is committed as it finishes. A batch the provider rejects for its size or content is split in
     halves until the bad input is alone; that input is recorded in `embedding_errors` and its neighbours are
     embedded. When the provider's circuit is open the run stops at once (fail fast) and says so.
-    At full coverage the model becomes the tenant's active model.
+    At full coverage the model and its chunk set become the tenant's active pair (unless `activate` is False).
     """
     identity = provider.identity
+    version = chunker_version or target_chunk_set(conn, schema, tenant_id, provider)
     vt = vectors.register_model(conn, schema, identity, getattr(provider, "spec", None))
-    report = EmbeddingsReport(model_key=identity.model_key)
+    report = EmbeddingsReport(model_key=identity.model_key, chunker_version=version)
     stats_before = _provider_stats(provider)
     started = time.perf_counter()
 
-    report.copied_by_hash = vectors.reuse_by_hash(conn, schema, vt, tenant_id)
+    report.copied_by_hash = vectors.reuse_by_hash(conn, schema, vt, tenant_id, version)
     report.deleted = vectors.delete_orphans(conn, schema, vt, tenant_id)
-    pending = vectors.pending_chunks(conn, schema, vt, tenant_id)
+    pending = vectors.pending_chunks(conn, schema, vt, tenant_id, version)
     # Sorting by length keeps padding low inside each model batch (~25% faster than arrival order).
     pending.sort(key=lambda c: len(c.text))
     if pending:
@@ -175,7 +242,7 @@ def build_embeddings(
 
     report.seconds = time.perf_counter() - started
     report.provider = _stats_delta(stats_before, _provider_stats(provider))
-    total, current = vectors.coverage(conn, schema, vt, tenant_id)
+    total, current = vectors.coverage(conn, schema, vt, tenant_id, version)
     report.chunks = total
     report.failed = total - current
     report.reused = current - report.embedded
@@ -186,8 +253,37 @@ def build_embeddings(
             "the vectors written so far are kept and the next run resumes",
             report,
         )
-    tenants.activate_model(conn, schema, tenant_id, identity.model_key)
+    if activate and tenants.activate_model(conn, schema, tenant_id, identity.model_key, version):
+        # the set search read until now is no longer needed (its vectors stay until the model is retired)
+        content.drop_chunk_sets(conn, schema, tenant_id, [version])
     return report
+
+
+def refresh_serving(
+    conn: psycopg.Connection,
+    schema: str,
+    tenant_id: str,
+    target: EmbeddingProvider,
+    serving: EmbeddingProvider | None,
+    run_id: str,
+    *,
+    commit_every: int = 256,
+) -> EmbeddingsReport | None:
+    """During a model change, embed what changed in the active model's own chunk set with the active model, so
+    new and edited content stays searchable until the new model takes over. None when there is nothing to keep
+    up (no change in progress, or the active set is one this code can no longer rebuild)."""
+    active = tenants.tenant_settings(conn, schema, tenant_id)
+    target_set = target_chunk_set(conn, schema, tenant_id, target)
+    if serving is None or active.active_model_key is None or active.active_chunker_version is None:
+        return None
+    if (active.active_model_key, active.active_chunker_version) == (target.identity.model_key, target_set):
+        return None
+    if serving.identity.model_key != active.active_model_key:
+        return None
+    return build_embeddings(
+        conn, schema, tenant_id, serving, run_id,
+        commit_every=commit_every, chunker_version=active.active_chunker_version, activate=False,
+    )  # fmt: skip
 
 
 def _embed_batch(

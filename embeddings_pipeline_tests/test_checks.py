@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from embeddings_pipeline import steps
 from embeddings_pipeline.defs.checks import evaluate_tenant_checks
 from embeddings_pipeline.defs.resources import EmbeddingModel
 from embeddings_pipeline.orchestrate import materialize_tenants
@@ -26,7 +27,8 @@ def embedded(conn, schema, provider):
 
 
 def checks(conn, schema, provider, tenant="acme") -> dict[str, dg.AssetCheckResult]:
-    return {r.check_name: r for r in evaluate_tenant_checks(conn, schema, provider.identity, tenant)}
+    chunk_set = steps.target_chunk_set(conn, schema, tenant, provider)
+    return {r.check_name: r for r in evaluate_tenant_checks(conn, schema, provider.identity, tenant, chunk_set)}
 
 
 def vt(schema, provider) -> str:

@@ -55,6 +55,7 @@ def test_ingest_materialize_status_search(cli, tmp_path):
         "stale",
         "errors",
         "model_key",
+        "chunker_version",
     }
     assert row["tenant"] == "acme" and row["documents"] == 3
     assert row["vectors"] == row["chunks"] > 0 and row["missing"] == row["stale"] == row["errors"] == 0

@@ -389,7 +389,7 @@ def test_chunk_blocks_of_the_note(tokenizer: HuggingFaceTokenizer, fresh_count: 
     assert [chunk.ordinal for chunk in chunks] == list(range(len(chunks)))
     assert all(by_block[chunk.block_id].block_type != "mermaid" for chunk in chunks)
     for chunk in chunks:
-        assert chunk.chunk_id == stable_id(chunk.block_id, "0")
+        assert chunk.chunk_id == stable_id(chunk.block_id, "0", "")
         assert chunk.doc_id == "doc-1"
         assert chunk.content_hash == content_hash(chunk.text)
         assert chunk.token_count == fresh_count(chunk.text)
@@ -403,7 +403,7 @@ def test_long_block_becomes_several_chunks(tokenizer: HuggingFaceTokenizer, fres
     long_chunks = [chunk for chunk in chunks if chunk.block_id == blocks[1].block_id]
     assert len(long_chunks) >= 5
     assert [chunk.chunk_id for chunk in long_chunks] == [
-        stable_id(blocks[1].block_id, str(i)) for i in range(len(long_chunks))
+        stable_id(blocks[1].block_id, str(i), "") for i in range(len(long_chunks))
     ]
     assert [chunk.ordinal for chunk in chunks] == list(range(len(chunks)))
     assert chunks[-1].text == "Short tail." and chunks[0].text == "Intro"
@@ -421,6 +421,15 @@ def test_truncate_policy_keeps_a_long_block_whole(
     assert chunks[0].token_count == fresh_count(long_paragraph) > MAX_TOKENS  # visible as truncated
     with pytest.raises(ValueError, match="overflow"):
         chunk_blocks(blocks, "", tokenizer, MAX_TOKENS, overflow="drop")
+
+
+def test_chunk_ids_are_unique_per_chunk_set(tokenizer: HuggingFaceTokenizer) -> None:
+    blocks = parse_blocks("d", "# Intro\n\nSame text in both sets.")
+    a = chunk_blocks(blocks, "", tokenizer, MAX_TOKENS, chunk_set="v1:tok-a:256")
+    b = chunk_blocks(blocks, "", tokenizer, MAX_TOKENS, chunk_set="v1:tok-b:512")
+    assert [c.text for c in a] == [c.text for c in b]
+    assert not {c.chunk_id for c in a} & {c.chunk_id for c in b}
+    assert a == chunk_blocks(blocks, "", tokenizer, MAX_TOKENS, chunk_set="v1:tok-a:256")  # stable
 
 
 def test_chunks_without_any_token_are_skipped(tokenizer: HuggingFaceTokenizer) -> None:

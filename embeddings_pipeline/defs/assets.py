@@ -4,9 +4,11 @@ import hashlib
 from datetime import timedelta
 
 import dagster as dg
+import psycopg
 
 from .. import steps
 from ..config import Settings
+from ..providers import EmbeddingProvider, ProviderError
 from ..store.db import tenant_lock
 from ..text.chunks import CHUNKER_VERSION
 from .checks import CHECK_SPECS, evaluate_tenant_checks
@@ -89,7 +91,8 @@ def chunks(context: dg.AssetExecutionContext, store: PipelineStore, model: Embed
     tenant = context.partition_key
     with store.connect() as conn, tenant_lock(conn, store.schema, tenant):
         provider = model.provider_for(conn, store.schema, tenant, context.run.tags.get(MODEL_TAG))
-        report = steps.build_chunks(conn, store.schema, tenant, provider)
+        serving = _active_provider(context, model, conn, store.schema, tenant, provider)
+        report = steps.build_chunks(conn, store.schema, tenant, provider, serving=serving)
     context.log.info("tenant %r: %s", tenant, report)
     return dg.MaterializeResult(metadata={**report.as_metadata(), "tenant": tenant})
 
@@ -113,6 +116,7 @@ def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: E
         provider = model.provider_for(conn, store.schema, tenant, context.run.tags.get(MODEL_TAG))
         identity = provider.identity
         commit_every = int(context.run.tags.get(COMMIT_TAG, "256"))
+        serving = _refresh_serving(context, model, conn, store.schema, tenant, provider, commit_every)
         try:
             report = steps.build_embeddings(
                 conn, store.schema, tenant, provider, context.run.run_id, commit_every=commit_every
@@ -121,11 +125,12 @@ def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: E
             # Not raised: the blocking `no_missing_vectors` check fails the run, with counts and examples.
             context.log.error(str(exc))
             report, failure = exc.report, str(exc)
-        check_results = evaluate_tenant_checks(conn, store.schema, identity, tenant, failure)
+        check_results = evaluate_tenant_checks(conn, store.schema, identity, tenant, report.chunker_version, failure)
     context.log.info("tenant %r: %s", tenant, report.as_metadata())
     return dg.MaterializeResult(
         metadata={
             **report.as_metadata(),
+            **serving,
             "tenant": tenant,
             "model_name": identity.name,
             "model_provider": identity.provider,
@@ -136,3 +141,42 @@ def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: E
         tags={"embedding_model": identity.model_key},
         check_results=check_results,
     )
+
+
+def _active_provider(
+    context: dg.AssetExecutionContext,
+    model: EmbeddingModel,
+    conn: psycopg.Connection,
+    schema: str,
+    tenant: str,
+    target: EmbeddingProvider,
+) -> EmbeddingProvider | None:
+    try:
+        return model.active_provider_for(conn, schema, tenant, target)
+    except ProviderError as exc:
+        context.log.warning(f"tenant {tenant!r}: the active model cannot be loaded, its chunk set is left as is: {exc}")
+        return None
+
+
+def _refresh_serving(
+    context: dg.AssetExecutionContext,
+    model: EmbeddingModel,
+    conn: psycopg.Connection,
+    schema: str,
+    tenant: str,
+    target: EmbeddingProvider,
+    commit_every: int,
+) -> dict[str, object]:
+    """While a new model is being filled, keep the active one current for changed content (search stays fresh).
+    Its failure does not fail the run: the sweep reports the active model's missing vectors."""
+    serving = _active_provider(context, model, conn, schema, tenant, target)
+    try:
+        report = steps.refresh_serving(conn, schema, tenant, target, serving, context.run.run_id,
+                                       commit_every=commit_every)  # fmt: skip
+    except (steps.EmbeddingIncomplete, ProviderError) as exc:
+        context.log.warning(f"tenant {tenant!r}: the active model could not embed every changed chunk: {exc}")
+        missing = exc.report.failed if isinstance(exc, steps.EmbeddingIncomplete) else -1
+        return {"serving_model_key": serving.identity.model_key if serving else "", "serving_missing": missing}
+    if report is None:
+        return {}
+    return {"serving_model_key": report.model_key, "serving_embedded": report.embedded, "serving_missing": 0}

@@ -38,16 +38,30 @@ def _result(name: str, finding: facts.Finding, severity: dg.AssetCheckSeverity, 
 
 
 def evaluate_tenant_checks(
-    conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant: str, failure: str | None = None
+    conn: psycopg.Connection,
+    schema: str,
+    identity: ModelIdentity,
+    tenant: str,
+    chunker_version: str,
+    failure: str | None = None,
 ) -> list[dg.AssetCheckResult]:
-    """The five per-tenant checks, evaluated on the rows as they are now."""
+    """The five per-tenant checks of the model's chunk set, evaluated on the rows as they are now."""
     keys = facts.model_keys(conn, schema, identity, tenant)
-    missing_extra = {"model_key": identity.model_key, **({"run_error": failure} if failure else {})}
+    cv = chunker_version
+    missing_extra = {
+        "model_key": identity.model_key,
+        "chunker_version": cv,
+        **({"run_error": failure} if failure else {}),
+    }
     return [
         _result(
-            "no_missing_vectors", facts.missing_vectors(conn, schema, identity, tenant), ERROR, tenant, **missing_extra
-        ),
-        _result("no_stale_vectors", facts.stale_vectors(conn, schema, identity, tenant), ERROR, tenant),
+            "no_missing_vectors",
+            facts.missing_vectors(conn, schema, identity, tenant, cv),
+            ERROR,
+            tenant,
+            **missing_extra,
+        ),  # fmt: skip
+        _result("no_stale_vectors", facts.stale_vectors(conn, schema, identity, tenant, cv), ERROR, tenant),
         dg.AssetCheckResult(
             check_name="single_model",
             passed=len(keys) <= 1,
@@ -63,7 +77,7 @@ def evaluate_tenant_checks(
         ),
         _result(
             "no_truncation",
-            facts.truncated_chunks(conn, schema, identity, tenant),
+            facts.truncated_chunks(conn, schema, identity, tenant, cv),
             WARN,
             tenant,
             max_tokens=identity.max_tokens,

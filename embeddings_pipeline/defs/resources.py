@@ -81,6 +81,18 @@ class EmbeddingModel(dg.ConfigurableResource):
             return wanted
         return self.provider(_spec_of(conn, schema, tenant.active_model_key), tenant.key_env)
 
+    def active_provider_for(
+        self, conn: psycopg.Connection, schema: str, tenant_id: str, target: EmbeddingProvider
+    ) -> EmbeddingProvider | None:
+        """The provider of the tenant's active model (`target` itself when that is the one), or None when the
+        tenant has none yet. Raises ProviderError when it cannot be loaded."""
+        tenant = tenant_settings(conn, schema, tenant_id)
+        if tenant.active_model_key is None:
+            return None
+        if tenant.active_model_key == target.identity.model_key:
+            return target
+        return self.provider(_spec_of(conn, schema, tenant.active_model_key), tenant.key_env)
+
 
 def _spec_of(conn: psycopg.Connection, schema: str, model_key: str) -> str:
     row = conn.execute(

@@ -11,6 +11,7 @@ from psycopg import sql
 
 from ..config import validate_tenant_id
 from ..store.db import table
+from ..store.models import chunk_set_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,9 +39,16 @@ def _supports_iterative_scan(version: str) -> bool:
 
 
 def search_vector(
-    conn: psycopg.Connection, schema: str, vector_table: str, tenant_id: str, query: np.ndarray, k: int = 10
+    conn: psycopg.Connection,
+    schema: str,
+    vector_table: str,
+    tenant_id: str,
+    query: np.ndarray,
+    k: int = 10,
+    chunker_version: str | None = None,
 ) -> list[SearchHit]:
-    """Top-k chunks of `tenant_id` by cosine similarity. Only that tenant's rows are ever read."""
+    """Top-k chunks of `tenant_id` by cosine similarity, from one chunk set (all of the model's when None).
+    Only that tenant's rows are ever read."""
     validate_tenant_id(tenant_id)
     if k < 1:
         raise ValueError("k must be at least 1")
@@ -60,10 +68,11 @@ def search_vector(
                          ORDER BY embedding <=> %(q)s LIMIT %(k)s) v
                   JOIN {chunks} c ON c.tenant_id = %(t)s AND c.chunk_id = v.chunk_id
                                  AND c.content_hash = v.content_hash
+                                 AND (%(cv)s::text IS NULL OR c.chunker_version = %(cv)s)
                  ORDER BY v.distance
                 """
             ).format(v=table(schema, vector_table), chunks=table(schema, "chunks")),
-            {"q": query, "t": tenant_id, "k": k},
+            {"q": query, "t": tenant_id, "k": k, "cv": chunker_version},
         ).fetchall()
     return [SearchHit(r[0], r[1], r[2], float(r[3]), r[4], r[5]) for r in rows]
 
@@ -76,5 +85,8 @@ def search(
     query: str,
     k: int = 10,
 ) -> list[SearchHit]:
-    """The Python API for apps: embed the query with the model and return the tenant's top-k chunks."""
-    return search_vector(conn, schema, provider.identity.vector_table, tenant_id, provider.embed_query(query), k)
+    """The Python API for apps: embed the query with the model and return the tenant's top-k chunks (from the
+    chunk set the tenant reads with that model)."""
+    identity = provider.identity
+    chunk_set = chunk_set_of(conn, schema, tenant_id, identity.model_key)
+    return search_vector(conn, schema, identity.vector_table, tenant_id, provider.embed_query(query), k, chunk_set)

@@ -40,28 +40,32 @@ def _names(schema: str, identity: ModelIdentity) -> dict[str, sql.Composable]:
     return {"chunks": table(schema, "chunks"), "v": table(schema, identity.vector_table)}
 
 
-def missing_vectors(conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant_id: str) -> Finding:
-    """Live chunks with no vector row, or a NULL embedding, for the model."""
+def missing_vectors(
+    conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant_id: str, chunker_version: str
+) -> Finding:
+    """Live chunks of the model's chunk set with no vector row, or a NULL embedding, for the model."""
     q = sql.SQL(
         """
         SELECT c.chunk_id AS id FROM {chunks} c
           LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
-         WHERE c.tenant_id = %(t)s AND (v.chunk_id IS NULL OR v.embedding IS NULL)
+         WHERE c.tenant_id = %(t)s AND c.chunker_version = %(cv)s AND (v.chunk_id IS NULL OR v.embedding IS NULL)
         """
     ).format(**_names(schema, identity))
-    return _finding(conn, q, {"t": tenant_id})
+    return _finding(conn, q, {"t": tenant_id, "cv": chunker_version})
 
 
-def stale_vectors(conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant_id: str) -> Finding:
+def stale_vectors(
+    conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant_id: str, chunker_version: str
+) -> Finding:
     """Vectors computed from other text than their chunk's current text."""
     q = sql.SQL(
         """
         SELECT c.chunk_id AS id FROM {chunks} c
           JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
-         WHERE c.tenant_id = %(t)s AND v.content_hash IS DISTINCT FROM c.content_hash
+         WHERE c.tenant_id = %(t)s AND c.chunker_version = %(cv)s AND v.content_hash IS DISTINCT FROM c.content_hash
         """
     ).format(**_names(schema, identity))
-    return _finding(conn, q, {"t": tenant_id})
+    return _finding(conn, q, {"t": tenant_id, "cv": chunker_version})
 
 
 def model_keys(conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant_id: str) -> list[str]:
@@ -89,19 +93,23 @@ def malformed_vectors(conn: psycopg.Connection, schema: str, identity: ModelIden
     return _finding(conn, q, {"t": tenant_id, "dims": identity.dims})
 
 
-def truncated_chunks(conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant_id: str) -> Finding:
-    """Chunks longer than the model reads (only under the 'truncate' overflow policy, or after a model change)."""
-    q = sql.SQL("SELECT chunk_id AS id FROM {chunks} WHERE tenant_id = %(t)s AND token_count > %(max)s").format(
-        **_names(schema, identity)
-    )
-    return _finding(conn, q, {"t": tenant_id, "max": identity.max_tokens})
+def truncated_chunks(
+    conn: psycopg.Connection, schema: str, identity: ModelIdentity, tenant_id: str, chunker_version: str
+) -> Finding:
+    """Chunks longer than the model reads (only under the 'truncate' overflow policy)."""
+    q = sql.SQL(
+        "SELECT chunk_id AS id FROM {chunks} WHERE tenant_id = %(t)s AND chunker_version = %(cv)s "
+        "AND token_count > %(max)s"
+    ).format(**_names(schema, identity))
+    return _finding(conn, q, {"t": tenant_id, "cv": chunker_version, "max": identity.max_tokens})
 
 
 def missing_by_tenant(
     conn: psycopg.Connection, schema: str, default_model_key: str
 ) -> tuple[dict[str, int], list[str]]:
-    """All tenants at once, each against its active model (or the default): live chunks without a non-NULL
-    vector, e.g. nulled or deleted behind the pipeline's back. Reads ids and counts only, never content.
+    """All tenants at once, each against its active model and chunk set (or the default model): live chunks
+    without a non-NULL vector, e.g. nulled or deleted behind the pipeline's back. Reads ids and counts only,
+    never content.
 
     Where a vector table or its `embedding` column is gone (a schema push dropped it), every live chunk of the
     tenants on that model counts as missing and the second value says what is damaged. The sweep only reports;
@@ -123,7 +131,13 @@ def missing_by_tenant(
     missing: dict[str, int] = {}
     damage: list[str] = []
     for model_key, vector_table, tenants in groups:
-        count_all = sql.SQL("SELECT tenant_id, count(*) FROM {} WHERE tenant_id = ANY(%s) GROUP BY 1").format(chunks)
+        count_all = sql.SQL(
+            """
+            SELECT c.tenant_id, count(*) FROM {chunks} c LEFT JOIN {tenants} t ON t.tenant_id = c.tenant_id
+             WHERE c.tenant_id = ANY(%s) AND c.chunker_version = coalesce(t.active_chunker_version, c.chunker_version)
+             GROUP BY 1
+            """
+        ).format(chunks=chunks, tenants=table(schema, "tenants"))
         try:
             if vector_table is None:
                 raise LookupError(f"model {model_key} has no vector table yet")
@@ -132,11 +146,13 @@ def missing_by_tenant(
                     sql.SQL(
                         """
                         SELECT c.tenant_id, count(*) FROM {chunks} c
+                          LEFT JOIN {tenants} t ON t.tenant_id = c.tenant_id
                           LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
                          WHERE c.tenant_id = ANY(%s) AND (v.chunk_id IS NULL OR v.embedding IS NULL)
+                           AND c.chunker_version = coalesce(t.active_chunker_version, c.chunker_version)
                          GROUP BY 1
                         """
-                    ).format(chunks=chunks, v=table(schema, vector_table)),
+                    ).format(chunks=chunks, tenants=table(schema, "tenants"), v=table(schema, vector_table)),
                     (tenants,),
                 ).fetchall()
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn, LookupError) as exc:

@@ -66,20 +66,9 @@ def removed_documents(conn: psycopg.Connection, schema: str, tenant_id: str) -> 
     return [r[0] for r in rows]
 
 
-def _replace_rows(
-    conn: psycopg.Connection,
-    schema: str,
-    name: str,
-    columns: Sequence[str],
-    tenant_id: str,
-    doc_ids: list[str],
-    rows: Iterable[Sequence[object]],
+def _copy_rows(
+    conn: psycopg.Connection, schema: str, name: str, columns: Sequence[str], rows: Iterable[Sequence[object]]
 ) -> int:
-    """Inside the caller's transaction: delete the documents' rows of table `name`, COPY the new ones in."""
-    conn.execute(
-        sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(table(schema, name)),
-        (tenant_id, doc_ids),
-    )
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
         table(schema, name), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
@@ -105,7 +94,11 @@ def replace_blocks(
         for b in blocks
     )
     with conn.transaction():
-        n = _replace_rows(conn, schema, "blocks", columns, tenant_id, [doc.doc_id for doc, _ in parsed], rows)
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(table(schema, "blocks")),
+            (tenant_id, [doc.doc_id for doc, _ in parsed]),
+        )
+        n = _copy_rows(conn, schema, "blocks", columns, rows)
         conn.cursor().executemany(
             sql.SQL(
                 """
@@ -122,18 +115,11 @@ def replace_blocks(
 
 def forget_documents(conn: psycopg.Connection, schema: str, tenant_id: str, doc_ids: list[str]) -> int:
     """Remove the blocks of removed documents; the chunks step then drops their chunks."""
+    delete = "DELETE FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)"
     with conn.transaction():
-        cur = conn.execute(
-            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(table(schema, "blocks")),
-            (tenant_id, doc_ids),
-        )
-        conn.execute(
-            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(
-                table(schema, "parsed_documents")
-            ),
-            (tenant_id, doc_ids),
-        )
-        return cur.rowcount
+        for name in ("chunked_documents", "parsed_documents"):
+            conn.execute(sql.SQL(delete).format(table(schema, name)), (tenant_id, doc_ids))
+        return conn.execute(sql.SQL(delete).format(table(schema, "blocks")), (tenant_id, doc_ids)).rowcount
 
 
 @dataclass(frozen=True)
@@ -146,19 +132,23 @@ class DocumentToChunk:
 def documents_to_chunk(
     conn: psycopg.Connection, schema: str, tenant_id: str, chunker_version: str
 ) -> list[DocumentToChunk]:
+    """Parsed documents whose blocks changed since the chunk set `chunker_version` was built from them."""
     rows = conn.execute(
         sql.SQL(
             """
             SELECT p.doc_id, coalesce(d.title, ''), p.blocks_version
               FROM {parsed} p
               LEFT JOIN {docs} d ON d.tenant_id = p.tenant_id AND d.doc_id = p.doc_id
-             WHERE p.tenant_id = %s
-               AND (p.chunked_version IS DISTINCT FROM p.blocks_version
-                    OR p.chunker_version IS DISTINCT FROM %s)
+              LEFT JOIN {done} s ON s.tenant_id = p.tenant_id AND s.doc_id = p.doc_id AND s.chunker_version = %s
+             WHERE p.tenant_id = %s AND s.blocks_version IS DISTINCT FROM p.blocks_version
              ORDER BY p.doc_id
             """
-        ).format(parsed=table(schema, "parsed_documents"), docs=source_relation(schema)),
-        (tenant_id, chunker_version),
+        ).format(
+            parsed=table(schema, "parsed_documents"),
+            docs=source_relation(schema),
+            done=table(schema, "chunked_documents"),
+        ),
+        (chunker_version, tenant_id),
     ).fetchall()
     return [DocumentToChunk(*r) for r in rows]
 
@@ -192,12 +182,21 @@ def replace_chunks(
         for c in chunks
     )
     with conn.transaction():
-        n = _replace_rows(conn, schema, "chunks", columns, tenant_id, [doc.doc_id for doc, _ in chunked], rows)
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND chunker_version = %s AND doc_id = ANY(%s)").format(
+                table(schema, "chunks")
+            ),
+            (tenant_id, chunker_version, [doc.doc_id for doc, _ in chunked]),
+        )
+        n = _copy_rows(conn, schema, "chunks", columns, rows)
         conn.cursor().executemany(
             sql.SQL(
-                "UPDATE {} SET chunked_version = %s, chunker_version = %s WHERE tenant_id = %s AND doc_id = %s"
-            ).format(table(schema, "parsed_documents")),
-            [(doc.blocks_version, chunker_version, tenant_id, doc.doc_id) for doc, _ in chunked],
+                """
+                INSERT INTO {} (tenant_id, doc_id, chunker_version, blocks_version) VALUES (%s, %s, %s, %s)
+                ON CONFLICT (tenant_id, doc_id, chunker_version) DO UPDATE SET blocks_version = EXCLUDED.blocks_version
+                """
+            ).format(table(schema, "chunked_documents")),
+            [(tenant_id, doc.doc_id, chunker_version, doc.blocks_version) for doc, _ in chunked],
         )
     return n
 
@@ -216,3 +215,22 @@ def delete_orphan_chunks(conn: psycopg.Connection, schema: str, tenant_id: str) 
             (tenant_id,),
         )
         return cur.rowcount
+
+
+def drop_chunk_sets(conn: psycopg.Connection, schema: str, tenant_id: str, keep: Sequence[str]) -> int:
+    """Delete the tenant's chunk sets other than `keep` (the set its active model searches and the set being
+    built). Their vectors stay in each model's table until that model is retired, so a set rebuilt later (the
+    same chunk ids) finds them again."""
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND NOT chunker_version = ANY(%s)").format(
+                table(schema, "chunked_documents")
+            ),
+            (tenant_id, list(keep)),
+        )
+        return conn.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND NOT chunker_version = ANY(%s)").format(
+                table(schema, "chunks")
+            ),
+            (tenant_id, list(keep)),
+        ).rowcount

@@ -109,6 +109,31 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE {s}.embedding_models ADD COLUMN IF NOT EXISTS spec text;
         """,
     ),
+    (
+        4,
+        "chunk sets side by side, one per chunker version; the tenant's active set beside its active model",
+        """
+        CREATE TABLE IF NOT EXISTS {s}.chunked_documents (
+            tenant_id       text NOT NULL,
+            doc_id          text NOT NULL,
+            chunker_version text NOT NULL,
+            blocks_version  bigint NOT NULL,
+            PRIMARY KEY (tenant_id, doc_id, chunker_version)
+        );
+        INSERT INTO {s}.chunked_documents (tenant_id, doc_id, chunker_version, blocks_version)
+        SELECT tenant_id, doc_id, chunker_version, chunked_version FROM {s}.parsed_documents
+         WHERE chunked_version IS NOT NULL AND chunker_version IS NOT NULL
+        ON CONFLICT DO NOTHING;
+        ALTER TABLE {s}.parsed_documents DROP COLUMN IF EXISTS chunked_version,
+                                         DROP COLUMN IF EXISTS chunker_version;
+        ALTER TABLE {s}.tenants ADD COLUMN IF NOT EXISTS active_chunker_version text;
+        UPDATE {s}.tenants t
+           SET active_chunker_version = (SELECT max(c.chunker_version) FROM {s}.chunks c
+                                          WHERE c.tenant_id = t.tenant_id)
+         WHERE t.active_model_key IS NOT NULL AND t.active_chunker_version IS NULL;
+        CREATE INDEX IF NOT EXISTS chunks_set_idx ON {s}.chunks (tenant_id, chunker_version);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

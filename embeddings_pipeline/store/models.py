@@ -10,6 +10,51 @@ from psycopg import sql
 from .db import table
 
 
+def vector_table_of(conn: psycopg.Connection, schema: str, model_key: str) -> str | None:
+    """The model's vector table, if the model is registered and the table exists."""
+    row = conn.execute(
+        sql.SQL("SELECT vector_table FROM {} WHERE model_key = %s").format(table(schema, "embedding_models")),
+        (model_key,),
+    ).fetchone()
+    if row is None or not conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{row[0]}"',)).fetchone()[0]:  # type: ignore[index]
+        return None
+    return str(row[0])
+
+
+def chunk_set_of(conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str) -> str | None:
+    """The chunk set (chunker version) a model's vectors of this tenant belong to: the active set for the
+    tenant's active model, else the set holding most of the model's vectors, else the tenant's only set."""
+    active = conn.execute(
+        sql.SQL("SELECT active_chunker_version FROM {} WHERE tenant_id = %s AND active_model_key = %s").format(
+            table(schema, "tenants")
+        ),
+        (tenant_id, model_key),
+    ).fetchone()
+    if active and active[0]:
+        return str(active[0])
+    vt = vector_table_of(conn, schema, model_key)
+    if vt is not None:
+        row = conn.execute(
+            sql.SQL(
+                """
+                SELECT c.chunker_version FROM {chunks} c
+                  JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
+                 WHERE c.tenant_id = %s GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1
+                """
+            ).format(chunks=table(schema, "chunks"), v=table(schema, vt)),
+            (tenant_id,),
+        ).fetchone()
+        if row:
+            return str(row[0])
+    only = conn.execute(
+        sql.SQL(
+            "SELECT min(chunker_version) FROM {} WHERE tenant_id = %s HAVING count(DISTINCT chunker_version) = 1"
+        ).format(table(schema, "chunks")),
+        (tenant_id,),
+    ).fetchone()
+    return str(only[0]) if only else None
+
+
 def list_models(conn: psycopg.Connection, schema: str) -> list[dict[str, Any]]:
     """Every registered model with its identity and, per tenant, how many live chunks it covers."""
     models = conn.execute(
@@ -18,30 +63,41 @@ def list_models(conn: psycopg.Connection, schema: str) -> list[dict[str, Any]]:
             "max_tokens, vector_table, status, created_at FROM {} ORDER BY created_at"
         ).format(table(schema, "embedding_models"))
     ).fetchall()
-    active = dict(
-        conn.execute(sql.SQL("SELECT tenant_id, active_model_key FROM {}").format(table(schema, "tenants"))).fetchall()
-    )
+    active = {
+        t: (key, cv)
+        for t, key, cv in conn.execute(
+            sql.SQL("SELECT tenant_id, active_model_key, active_chunker_version FROM {}").format(
+                table(schema, "tenants")
+            )
+        ).fetchall()
+    }
     out = []
     for key, provider, name, revision, dims, normalized, qp, pp, max_tokens, vt, status, created in models:
         coverage: dict[str, dict[str, Any]] = {}
-        if status != "retired" and conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{vt}"',)).fetchone()[0]:  # type: ignore[index]
+        if status != "retired" and vector_table_of(conn, schema, key):
             rows = conn.execute(
                 sql.SQL(
                     """
-                    SELECT c.tenant_id, count(*), count(v.chunk_id) FROM {chunks} c
+                    SELECT c.tenant_id, c.chunker_version, count(*), count(v.chunk_id) FROM {chunks} c
                       LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
                                      AND v.content_hash = c.content_hash AND v.embedding IS NOT NULL
-                     GROUP BY 1 ORDER BY 1
+                     GROUP BY 1, 2 ORDER BY 1, 2
                     """
                 ).format(chunks=table(schema, "chunks"), v=table(schema, vt))
             ).fetchall()
-            for tenant, chunks, current in rows:
-                if current or active.get(tenant) == key:
+            for tenant, chunk_set, chunks, current in rows:
+                is_active = active.get(tenant) == (key, chunk_set)
+                if not (current or is_active):
+                    continue
+                known = coverage.get(tenant)
+                # one entry per tenant: the set the tenant searches with this model, else the best-covered one
+                if known is None or (is_active, current) > (known["active"], known["vectors"]):
                     coverage[tenant] = {
+                        "chunker_version": chunk_set,
                         "chunks": chunks,
                         "vectors": current,
                         "coverage_pct": round(100.0 * current / chunks, 2) if chunks else 100.0,
-                        "active": active.get(tenant) == key,
+                        "active": is_active,
                     }
         out.append({
             "model_key": key, "provider": provider, "name": name, "revision": revision, "dims": dims,
@@ -97,7 +153,10 @@ def lineage(
         raise ValueError("give exactly one of chunk_id or doc_id")
     chunk_filter = sql.SQL("c.chunk_id = %(id)s") if chunk_id else sql.SQL("c.doc_id = %(id)s")
     active = conn.execute(
-        sql.SQL("SELECT active_model_key FROM {} WHERE tenant_id = %s").format(table(schema, "tenants")), (tenant_id,)
+        sql.SQL("SELECT active_model_key, active_chunker_version FROM {} WHERE tenant_id = %s").format(
+            table(schema, "tenants")
+        ),
+        (tenant_id,),
     ).fetchone()
     models = conn.execute(
         sql.SQL(
@@ -127,5 +186,6 @@ def lineage(
                 "embedded_at": embedded_at.isoformat() if embedded_at else None, "run_id": run_id,
                 "current": (vector_hash == chunk_hash) and not is_null,
                 "active_model": bool(active and active[0] == key),
+                "serving": bool(active and active == (key, chunker)),  # what search reads now
             })  # fmt: skip
     return out

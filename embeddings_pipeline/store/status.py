@@ -8,6 +8,7 @@ import psycopg
 from psycopg import sql
 
 from .db import source_relation, table
+from .models import chunk_set_of, vector_table_of
 
 
 @dataclass(frozen=True)
@@ -21,36 +22,34 @@ class TenantStatus:
     stale: int
     errors: int
     model_key: str
+    chunker_version: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def _vector_table(conn: psycopg.Connection, schema: str, model_key: str) -> str | None:
-    row = conn.execute(
-        sql.SQL("SELECT vector_table FROM {} WHERE model_key = %s").format(table(schema, "embedding_models")),
-        (model_key,),
-    ).fetchone()
-    return row[0] if row else None
-
-
-def tenant_status(conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str) -> TenantStatus:
-    """Counts for one tenant against one model. `vectors` = current non-NULL vectors; `missing` = live chunks
-    without one (none, NULL, or stale); `stale` = vectors whose text hash differs from their chunk's."""
+def tenant_status(
+    conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str, chunker_version: str | None = None
+) -> TenantStatus:
+    """Counts for one tenant against one model and its chunk set (by default the set its vectors belong to, see
+    `chunk_set_of`). `chunks` = live chunks of that set; `vectors` = current non-NULL vectors; `missing` =
+    chunks without one (none, NULL, or stale); `stale` = vectors whose text hash differs from their chunk's."""
+    cv = chunker_version or chunk_set_of(conn, schema, tenant_id, model_key)
     q = {
         "documents": "SELECT count(*) FROM {documents} WHERE tenant_id = %(t)s AND deleted_at IS NULL",
         "blocks": "SELECT count(*) FROM {blocks} WHERE tenant_id = %(t)s",
-        "chunks": "SELECT count(*) FROM {chunks} WHERE tenant_id = %(t)s",
+        "chunks": "SELECT count(*) FROM {chunks} c WHERE c.tenant_id = %(t)s AND {in_set}",
         "errors": "SELECT count(*) FROM {embedding_errors} WHERE tenant_id = %(t)s AND model_key = %(m)s",
     }
     names = {n: table(schema, n) for n in ("blocks", "chunks", "embedding_errors")} | {
-        "documents": source_relation(schema)
+        "documents": source_relation(schema),
+        "in_set": sql.SQL("(%(cv)s::text IS NULL OR c.chunker_version = %(cv)s)"),
     }
     counts = {
-        k: conn.execute(sql.SQL(v).format(**names), {"t": tenant_id, "m": model_key}).fetchone()[0]  # type: ignore[index]
+        k: conn.execute(sql.SQL(v).format(**names), {"t": tenant_id, "m": model_key, "cv": cv}).fetchone()[0]  # type: ignore[index]
         for k, v in q.items()
     }
-    vt = _vector_table(conn, schema, model_key)
+    vt = vector_table_of(conn, schema, model_key)
     vectors = stale = 0
     missing = counts["chunks"]
     if vt is not None:
@@ -61,10 +60,10 @@ def tenant_status(conn: psycopg.Connection, schema: str, tenant_id: str, model_k
                        count(*) FILTER (WHERE v.chunk_id IS NOT NULL AND v.content_hash IS DISTINCT FROM c.content_hash)
                   FROM {chunks} c
                   LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
-                 WHERE c.tenant_id = %s
+                 WHERE c.tenant_id = %(t)s AND {in_set}
                 """
-            ).format(chunks=names["chunks"], v=table(schema, vt)),
-            (tenant_id,),
+            ).format(chunks=names["chunks"], v=table(schema, vt), in_set=names["in_set"]),
+            {"t": tenant_id, "cv": cv},
         ).fetchone()
         assert row is not None
         vectors, stale = int(row[0]), int(row[1])
@@ -79,4 +78,5 @@ def tenant_status(conn: psycopg.Connection, schema: str, tenant_id: str, model_k
         stale,
         counts["errors"],
         model_key,
+        cv,
     )

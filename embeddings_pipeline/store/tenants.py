@@ -22,12 +22,15 @@ class TenantSettings:
     key_env: str | None = None  # NAME of the environment variable holding the tenant's API key (never the key)
     chunk_overflow: str = "split"
     active_model_key: str | None = None  # the model search uses; switches only at full coverage
+    active_chunker_version: str | None = None  # the chunk set that model's vectors belong to
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-_COLUMNS = sql.SQL("tenant_id, provider_override, credential_env, chunk_overflow, active_model_key")
+_COLUMNS = sql.SQL(
+    "tenant_id, provider_override, credential_env, chunk_overflow, active_model_key, active_chunker_version"
+)
 
 
 def tenant_settings(conn: psycopg.Connection, schema: str, tenant_id: str) -> TenantSettings:
@@ -86,16 +89,20 @@ def set_chunk_overflow(conn: psycopg.Connection, schema: str, tenant_id: str, po
     update_tenant(conn, schema, tenant_id, chunk_overflow=policy)
 
 
-def activate_model(conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str) -> bool:
-    """Make `model_key` the tenant's active model (search switches to it). Returns whether it changed."""
+def activate_model(conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str, chunker_version: str) -> bool:
+    """Make `model_key` with its chunk set the tenant's active pair, in one statement (search switches to it).
+    Returns whether it changed."""
     cur = conn.execute(
         sql.SQL(
             """
-            INSERT INTO {} AS t (tenant_id, active_model_key) VALUES (%s, %s)
-            ON CONFLICT (tenant_id) DO UPDATE SET active_model_key = EXCLUDED.active_model_key
-             WHERE t.active_model_key IS DISTINCT FROM EXCLUDED.active_model_key
+            INSERT INTO {} AS t (tenant_id, active_model_key, active_chunker_version) VALUES (%s, %s, %s)
+            ON CONFLICT (tenant_id) DO UPDATE
+               SET active_model_key = EXCLUDED.active_model_key,
+                   active_chunker_version = EXCLUDED.active_chunker_version
+             WHERE (t.active_model_key, t.active_chunker_version)
+                   IS DISTINCT FROM (EXCLUDED.active_model_key, EXCLUDED.active_chunker_version)
             """
         ).format(table(schema, "tenants")),
-        (tenant_id, model_key),
+        (tenant_id, model_key, chunker_version),
     )
     return cur.rowcount > 0

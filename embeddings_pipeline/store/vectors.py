@@ -118,8 +118,9 @@ def _repair_columns(conn: psycopg.Connection, schema: str, vt: str, dims: int) -
             conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding TYPE {}").format(t, sql.SQL(expected)))
 
 
-def reuse_by_hash(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str) -> int:
-    """Give chunks without a current vector the vector of another chunk with the same text (same tenant).
+def reuse_by_hash(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chunker_version: str) -> int:
+    """Give chunks of the set without a current vector the vector of another chunk with the same text (same
+    tenant, same model; the other chunk may be gone or belong to another chunk set).
 
     The copied row keeps the run id and time of the run that computed the vector: lineage stays true.
     """
@@ -137,7 +138,7 @@ def reuse_by_hash(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str
                          WHERE s.tenant_id = c.tenant_id AND s.content_hash = c.content_hash
                            AND s.embedding IS NOT NULL
                          LIMIT 1) src ON true
-                 WHERE c.tenant_id = %s
+                 WHERE c.tenant_id = %s AND c.chunker_version = %s
                    AND (cur.chunk_id IS NULL OR cur.embedding IS NULL
                         OR cur.content_hash IS DISTINCT FROM c.content_hash)
                 ON CONFLICT (tenant_id, chunk_id) DO UPDATE
@@ -145,13 +146,13 @@ def reuse_by_hash(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str
                        model_key = EXCLUDED.model_key, run_id = EXCLUDED.run_id, embedded_at = EXCLUDED.embedded_at
                 """
             ).format(v=table(schema, vt), chunks=table(schema, "chunks")),
-            (tenant_id,),
+            (tenant_id, chunker_version),
         )
         return cur.rowcount
 
 
 def delete_orphans(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str) -> int:
-    """Vectors whose chunk no longer exists."""
+    """Vectors whose chunk no longer exists (in any of the tenant's chunk sets)."""
     with conn.transaction():
         cur = conn.execute(
             sql.SQL(
@@ -172,18 +173,20 @@ class PendingChunk:
     text: str
 
 
-def pending_chunks(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str) -> list[PendingChunk]:
-    """Chunks with no current vector: none, NULL, or computed from other text (stale)."""
+def pending_chunks(
+    conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chunker_version: str
+) -> list[PendingChunk]:
+    """Chunks of the set with no current vector: none, NULL, or computed from other text (stale)."""
     rows = conn.execute(
         sql.SQL(
             """
             SELECT c.chunk_id, c.content_hash, c.text FROM {chunks} c
               LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
-             WHERE c.tenant_id = %s
+             WHERE c.tenant_id = %s AND c.chunker_version = %s
                AND (v.chunk_id IS NULL OR v.embedding IS NULL OR v.content_hash IS DISTINCT FROM c.content_hash)
             """
         ).format(v=table(schema, vt), chunks=table(schema, "chunks")),
-        (tenant_id,),
+        (tenant_id, chunker_version),
     ).fetchall()
     return [PendingChunk(*r) for r in rows]
 
@@ -258,18 +261,18 @@ def record_errors(
         )
 
 
-def coverage(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str) -> tuple[int, int]:
-    """(live chunks, chunks with a current non-NULL vector)."""
+def coverage(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chunker_version: str) -> tuple[int, int]:
+    """(live chunks of the set, those with a current non-NULL vector)."""
     row = conn.execute(
         sql.SQL(
             """
             SELECT count(*), count(v.chunk_id) FROM {chunks} c
               LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
                              AND v.content_hash = c.content_hash AND v.embedding IS NOT NULL
-             WHERE c.tenant_id = %s
+             WHERE c.tenant_id = %s AND c.chunker_version = %s
             """
         ).format(v=table(schema, vt), chunks=table(schema, "chunks")),
-        (tenant_id,),
+        (tenant_id, chunker_version),
     ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])

@@ -72,8 +72,12 @@ def chunk_blocks(
     max_tokens: int,
     overlap: int = DEFAULT_OVERLAP,
     overflow: str = "split",
+    chunk_set: str = "",
 ) -> list[Chunk]:
     """Chunks of all ``blocks`` of one document, numbered in block order.
+
+    ``chunk_set`` (the chunker version) is part of every chunk id, so the chunk sets that two models with
+    different tokenizers or limits read can live side by side without sharing an id.
 
     ``overflow`` decides what happens to a block longer than ``max_tokens``: ``split`` (the default) splits it
     so nothing is truncated; ``truncate`` keeps it whole, so the model reads only its first ``max_tokens``
@@ -97,7 +101,7 @@ def chunk_blocks(
         for index, (piece, count) in enumerate(kept):
             chunks.append(
                 Chunk(
-                    chunk_id=stable_id(block.block_id, str(index)),
+                    chunk_id=stable_id(block.block_id, str(index), chunk_set),
                     block_id=block.block_id,
                     doc_id=block.doc_id,
                     ordinal=len(chunks),
