@@ -39,3 +39,41 @@ def test_concurrent_migrations_apply_each_version_once(pg_url):
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_upgrade_to_chunk_sets_keeps_what_was_chunked_and_active(pg_url):
+    """A database chunked and embedded before chunk sets existed (v3) upgrades without re-chunking anything."""
+    schema = f"m_{uuid.uuid4().hex[:10]}"
+    s = sql.Identifier(schema)
+    try:
+        with connection(pg_url) as conn:
+            assert migrate(conn, schema, upto=3) == [1, 2, 3]
+            conn.execute(
+                sql.SQL(
+                    """
+                    INSERT INTO {s}.parsed_documents VALUES ('acme', 'd1', now(), 2, 2, 'blocks-v1:tok:256'),
+                                                            ('acme', 'd2', now(), 1, NULL, NULL);
+                    INSERT INTO {s}.chunks VALUES ('acme', 'c1', 'b1', 'd1', 0, 'text', 'h', 1, 'blocks-v1:tok:256');
+                    INSERT INTO {s}.tenants (tenant_id, active_model_key) VALUES ('acme', 'st_x'), ('idle', NULL);
+                    """
+                ).format(s=s)
+            )
+            assert migrate(conn, schema) == [4]
+            chunked = conn.execute(sql.SQL("SELECT * FROM {}.chunked_documents").format(s)).fetchall()
+            assert chunked == [("acme", "d1", "blocks-v1:tok:256", 2)]  # d2 was never chunked: still to do
+            active = conn.execute(
+                sql.SQL("SELECT tenant_id, active_chunker_version FROM {}.tenants ORDER BY 1").format(s)
+            ).fetchall()
+            assert active == [("acme", "blocks-v1:tok:256"), ("idle", None)]
+            columns = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                    "AND table_name = 'parsed_documents'",
+                    (schema,),
+                )
+            }
+            assert columns == {"tenant_id", "doc_id", "source_updated_at", "blocks_version"}
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

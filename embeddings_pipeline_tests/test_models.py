@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
+from embeddings_pipeline import steps
 from embeddings_pipeline.cli import main
 from embeddings_pipeline.defs.resources import EmbeddingModel
 from embeddings_pipeline.orchestrate import materialize_tenants
@@ -16,7 +17,8 @@ from embeddings_pipeline.search import search
 from embeddings_pipeline.store.models import ModelInUse, lineage, list_models, retire_model
 from embeddings_pipeline.store.tenants import tenant_settings, update_tenant
 
-from .helpers import seed
+from .helpers import count, seed, vector_rows
+from .standin_server import StandinServer
 from .test_checks import DyingModel
 
 NEW = "sentence-transformers:all-MiniLM-L6-v2?passage_prefix=passage: &query_prefix=query: "
@@ -91,3 +93,90 @@ def test_models_and_lineage_cli(conn, schema, provider):
     assert refused.exit_code == 1 and "active model" in refused.output
     migrated = runner.invoke(main, ["db", "migrate"], catch_exceptions=False)
     assert migrated.exit_code == 0 and "applied nothing" in migrated.output
+
+
+LONG = (
+    "Paragraph {i}: the cold store in hall {i} keeps vaccines at four degrees, and the site manager keeps the log "
+    "of every door opening for ninety days so that an auditor can trace each excursion back to a shift."
+)
+
+
+def test_model_change_to_another_tokenizer_limit_and_dimension(conn, schema, provider, monkeypatch):
+    """384 -> 768 dimensions and a tokenizer/limit that splits the same text differently: the new model gets its
+    own chunk set and table, search stays on the old set and model (and sees new content) until the switch."""
+    monkeypatch.setenv("EMBEDDINGS_RETRY_BASE_DELAY", "0.01")
+    instance = dg.DagsterInstance.ephemeral()
+    docs = {"cold.txt": "\n\n".join(LONG.format(i=i) for i in range(12)), "poison.txt": "POISON"}
+    seed(conn, schema, "acme", docs, fmt="text")
+    seed(conn, schema, "other", {"o.txt": "Other tenant, other text."}, fmt="text")
+    assert all(r.success for r in materialize_tenants(["acme", "other"], instance=instance))
+    old = provider.identity.model_key
+    old_set = tenant_settings(conn, schema, "acme").active_chunker_version
+    old_vectors = count(conn, schema, provider.identity.vector_table, "acme")
+    other_before = vector_rows(conn, schema, provider.identity.vector_table, "other")
+
+    with StandinServer(dims=768, bad_input="POISON") as srv:
+        monkeypatch.setenv("OLLAMA_HOST", srv.url)
+        update_tenant(conn, schema, "acme", model="ollama:nomic-embed-text?max_tokens=24")
+        target = EmbeddingModel().provider("ollama:nomic-embed-text?max_tokens=24")
+        new, new_set = target.identity.model_key, steps.chunker_version_for(target)
+        assert target.identity.dims == 768 and new_set != old_set
+
+        # the provider refuses one input: the new model stays below 100%, the tenant keeps searching the old one
+        (partial,) = materialize_tenants(["acme"], instance=instance)
+        assert not partial.success
+        assert sets(conn, schema) == {old_set: 13, new_set: 25}  # every paragraph split in two, plus POISON
+        assert tenant_settings(conn, schema, "acme").active_model_key == old
+        assert hits_model(conn, schema) == {old}
+        coverage = {m["model_key"]: m["tenants"].get("acme") for m in list_models(conn, schema)}
+        assert coverage[old] == {"chunker_version": old_set, "chunks": 13, "vectors": 13, "coverage_pct": 100.0,
+                                 "active": True}  # fmt: skip
+        assert coverage[new]["chunker_version"] == new_set and coverage[new]["vectors"] == 24
+
+        # content written during the migration is searchable at once, through the old model and its own set
+        seed(conn, schema, "acme", {"news.txt": "The vaccine fridge of hall 99 moved to building C."}, fmt="text")
+        (during,) = materialize_tenants(["acme"], instance=instance)
+        assert not during.success and during.metadata["serving_embedded"] == 1
+        provider_old = EmbeddingModel().search_provider_for(conn, schema, "acme")
+        top = search(conn, schema, provider_old, "acme", "where did the vaccine fridge move?", k=1)[0]
+        assert (top.doc_id, top.model_key) == ("news.txt", old)
+
+        srv.bad_input = None
+        (done,) = materialize_tenants(["acme"], instance=instance)
+        assert done.success, done.error
+        settings = tenant_settings(conn, schema, "acme")
+        assert (settings.active_model_key, settings.active_chunker_version) == (new, new_set)
+        assert set(sets(conn, schema)) == {new_set}  # the old set went with the switch
+        rows = lineage(conn, schema, "acme", doc_id="cold.txt")
+        assert len(rows) == 24 and all(
+            r["model_key"] == new and r["dims"] == 768 and r["chunker_version"] == new_set and r["serving"]
+            for r in rows
+        )
+        exact = search(conn, schema, target, "acme", "POISON", k=1)[0]  # the stand-in's vectors match exact text
+        assert (exact.doc_id, exact.model_key, round(exact.score, 4)) == ("poison.txt", new, 1.0)
+        vt_type = conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+            "AND attname = 'embedding'",
+            (f"{schema}.{target.identity.vector_table}",),
+        ).fetchone()
+        assert vt_type == ("vector(768)",)
+        # the old model's vectors are kept (for switching back) and another tenant was never touched
+        assert count(conn, schema, provider.identity.vector_table, "acme") == old_vectors + 1
+        assert vector_rows(conn, schema, provider.identity.vector_table, "other") == other_before
+
+        # switching back before retiring is instant: the old set comes back with its ids, nothing is embedded
+        update_tenant(conn, schema, "acme", model="")
+        (back,) = materialize_tenants(["acme"], instance=instance)
+        assert back.success and back.metadata["embedded"] == 0 and back.metadata["chunks"] == 14
+        assert tenant_settings(conn, schema, "acme").active_chunker_version == old_set
+        assert hits_model(conn, schema) == {old}
+    assert retire_model(conn, schema, new) == 26  # 24 + POISON + news
+    assert {m["model_key"]: m["status"] for m in list_models(conn, schema)}[new] == "retired"
+
+
+def sets(conn, schema, tenant="acme") -> dict[str, int]:
+    rows = conn.execute(
+        f"SELECT chunker_version, count(*) FROM {schema}.chunks WHERE tenant_id = %s GROUP BY 1",  # noqa: S608
+        (tenant,),
+    ).fetchall()
+    return dict(rows)

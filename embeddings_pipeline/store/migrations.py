@@ -139,8 +139,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
-def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
-    """Bring `schema` up to the latest version; returns the versions applied now (usually none)."""
+def migrate(conn: psycopg.Connection, schema: str, upto: int | None = None) -> list[int]:
+    """Bring `schema` up to the latest version (or `upto`); returns the versions applied now (usually none)."""
     ident = sql.Identifier(schema)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:migrate",))
@@ -154,7 +154,7 @@ def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
         done = {r[0] for r in conn.execute(sql.SQL("SELECT version FROM {}.schema_migrations").format(ident))}
         applied = []
         for version, name, template in MIGRATIONS:
-            if version in done:
+            if version in done or (upto is not None and version > upto):
                 continue
             conn.execute(sql.SQL(template).format(s=ident))
             conn.execute(
