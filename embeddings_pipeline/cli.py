@@ -449,6 +449,31 @@ def models_retire(model_key: str) -> None:
     console.print(f"retired {model_key}: {dropped} vectors dropped")
 
 
+@models.command("prune")
+@click.option("--days", type=click.FloatRange(min=0), help="retention; default EMBEDDINGS_MODEL_RETENTION_DAYS")
+@click.option("--dry-run", is_flag=True, help="list what would be retired, drop nothing")
+@click.option("--json", "as_json", is_flag=True)
+def models_prune(days: float | None, dry_run: bool, as_json: bool) -> None:
+    """Retire every model no tenant has searched with for DAYS (what the `model_retention` job does)."""
+    from .config import model_retention_days
+    from .store.models import apply_retention
+
+    days = days if days is not None else model_retention_days()
+    if days is None:
+        raise click.UsageError("give --days or set EMBEDDINGS_MODEL_RETENTION_DAYS")
+    store = _store()
+    with store.connect() as conn:
+        retired = apply_retention(conn, store.schema, days, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "retention_days": days, "models": retired}))
+        return
+    verb = "would retire" if dry_run else "retired"
+    for key, n in retired.items():
+        console.print(f"{verb} {key}: {n} vectors")
+    if not retired:
+        console.print(f"no model has been out of service for {days:g} days")
+
+
 @main.command("lineage")
 @click.option("--chunk", "chunk_id")
 @click.option("--doc", "doc_id")

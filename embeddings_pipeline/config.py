@@ -46,6 +46,18 @@ class Settings:
         )
 
 
+def model_retention_days() -> float | None:
+    """EMBEDDINGS_MODEL_RETENTION_DAYS: days a model no tenant searches any more keeps its vectors before the
+    retention job retires it. Unset or empty: keep them until `models retire`."""
+    raw = os.environ.get("EMBEDDINGS_MODEL_RETENTION_DAYS", "").strip()
+    if not raw:
+        return None
+    days = float(raw)
+    if not days >= 0:
+        raise ValueError(f"EMBEDDINGS_MODEL_RETENTION_DAYS={raw!r} must be a number of days >= 0")
+    return days
+
+
 def validate_identifier(name: str, what: str) -> str:
     """Schema names are configuration, not data: keep them to plain lower-case SQL identifiers."""
     if not _IDENTIFIER.match(name):

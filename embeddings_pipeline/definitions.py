@@ -6,14 +6,15 @@ from .defs.alerts import check_failure_alert, run_failure_alert
 from .defs.assets import blocks, chunks, documents, embeddings, source_schema
 from .defs.checks import missing_vectors_sweep
 from .defs.resources import EmbeddingModel, PipelineStore
+from .defs.retention import model_retention, model_retention_schedule
 from .defs.schedules import embed_tenant_job, nightly_reconcile, vector_sweep_job, vector_sweep_schedule
 from .defs.sensors import embeddings_automation, new_content_sensor, schema_change_sensor
 
 defs = dg.Definitions(
     assets=[source_schema, documents, blocks, chunks, embeddings],
     asset_checks=[missing_vectors_sweep],
-    jobs=[embed_tenant_job, vector_sweep_job],
-    schedules=[vector_sweep_schedule, nightly_reconcile],
+    jobs=[embed_tenant_job, vector_sweep_job, model_retention],
+    schedules=[vector_sweep_schedule, nightly_reconcile, model_retention_schedule],
     sensors=[new_content_sensor, embeddings_automation, schema_change_sensor, run_failure_alert, check_failure_alert],
     resources={"store": PipelineStore(), "model": EmbeddingModel()},
 )

@@ -180,3 +180,57 @@ def sets(conn, schema, tenant="acme") -> dict[str, int]:
         (tenant,),
     ).fetchall()
     return dict(rows)
+
+
+def test_retention_retires_a_model_only_once_no_tenant_has_searched_with_it_for_long_enough(
+    conn, schema, provider, monkeypatch
+):
+    from embeddings_pipeline.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    for tenant in ("acme", "globex"):
+        seed(conn, schema, tenant, {"a.txt": f"{tenant}: vaccines are kept at four degrees."}, fmt="text")
+    assert all(r.success for r in materialize_tenants(["acme", "globex"], instance=instance))
+    old, new = provider.identity.model_key, EmbeddingModel().provider(NEW).identity.model_key
+    runner = CliRunner()
+
+    def released(key: str):
+        return {m["model_key"]: m["released_at"] for m in list_models(conn, schema)}[key]
+
+    def age(key: str, days: int) -> None:  # let time pass for the model's release
+        conn.execute(
+            f"UPDATE {schema}.embedding_models SET released_at = released_at - make_interval(days => %s) "  # noqa: S608
+            "WHERE model_key = %s",
+            (days, key),
+        )
+
+    def retention_job() -> dict[str, int]:
+        result = defs.resolve_job_def("model_retention").execute_in_process(instance=instance)
+        assert result.success
+        return result.output_for_node("retire_expired_models")
+
+    update_tenant(conn, schema, "acme", model=NEW)
+    assert materialize_tenants(["acme"], instance=instance)[0].success
+    assert released(old) is None and released(new) is None  # globex still searches with the old model
+
+    update_tenant(conn, schema, "globex", model=NEW)
+    assert materialize_tenants(["globex"], instance=instance)[0].success
+    assert released(old) is not None and released(new) is None
+    age(old, 10)
+    assert retention_job() == {}  # retention unset: nothing is ever retired by itself
+    monkeypatch.setenv("EMBEDDINGS_MODEL_RETENTION_DAYS", "30")
+    assert retention_job() == {}  # not out of service for long enough
+
+    age(old, 25)
+    dry = runner.invoke(main, ["models", "prune", "--dry-run", "--json"], catch_exceptions=False)
+    assert json.loads(dry.output)["models"] == {old: 2}
+    assert {m["model_key"]: m["status"] for m in list_models(conn, schema)}[old] == "active"  # dry run kept it
+    assert retention_job() == {old: 2}
+    assert {m["model_key"]: m["status"] for m in list_models(conn, schema)} == {old: "retired", new: "active"}
+    assert hits_model(conn, schema, "globex") == {new}
+
+    # a retired model comes back when a tenant switches to it again: it is re-embedded and serves again
+    update_tenant(conn, schema, "globex", model="")
+    (back,) = materialize_tenants(["globex"], instance=instance)
+    assert back.success and back.metadata["embedded"] == 1 and hits_model(conn, schema, "globex") == {old}
+    assert released(old) is None and released(new) is None  # acme still searches with the new model

@@ -111,7 +111,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         4,
-        "chunk sets side by side, one per chunker version; the tenant's active set beside its active model",
+        "chunk sets side by side, one per chunker version; the tenant's active set beside its active model; "
+        "when a model stopped serving (retention)",
         """
         CREATE TABLE IF NOT EXISTS {s}.chunked_documents (
             tenant_id       text NOT NULL,
@@ -132,6 +133,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
                                           WHERE c.tenant_id = t.tenant_id)
          WHERE t.active_model_key IS NOT NULL AND t.active_chunker_version IS NULL;
         CREATE INDEX IF NOT EXISTS chunks_set_idx ON {s}.chunks (tenant_id, chunker_version);
+        ALTER TABLE {s}.embedding_models ADD COLUMN IF NOT EXISTS released_at timestamptz;
         """,
     ),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -60,7 +61,7 @@ def list_models(conn: psycopg.Connection, schema: str) -> list[dict[str, Any]]:
     models = conn.execute(
         sql.SQL(
             "SELECT model_key, provider, name, revision, dims, normalized, query_prefix, passage_prefix, "
-            "max_tokens, vector_table, status, created_at FROM {} ORDER BY created_at"
+            "max_tokens, vector_table, status, created_at, released_at FROM {} ORDER BY created_at"
         ).format(table(schema, "embedding_models"))
     ).fetchall()
     active = {
@@ -72,7 +73,7 @@ def list_models(conn: psycopg.Connection, schema: str) -> list[dict[str, Any]]:
         ).fetchall()
     }
     out = []
-    for key, provider, name, revision, dims, normalized, qp, pp, max_tokens, vt, status, created in models:
+    for key, provider, name, revision, dims, normalized, qp, pp, max_tokens, vt, status, created, released in models:
         coverage: dict[str, dict[str, Any]] = {}
         if status != "retired" and vector_table_of(conn, schema, key):
             rows = conn.execute(
@@ -102,7 +103,8 @@ def list_models(conn: psycopg.Connection, schema: str) -> list[dict[str, Any]]:
         out.append({
             "model_key": key, "provider": provider, "name": name, "revision": revision, "dims": dims,
             "normalized": normalized, "query_prefix": qp, "passage_prefix": pp, "max_tokens": max_tokens,
-            "vector_table": vt, "status": status, "created_at": created.isoformat(), "tenants": coverage,
+            "vector_table": vt, "status": status, "created_at": created.isoformat(),
+            "released_at": released.isoformat() if released else None, "tenants": coverage,
         })  # fmt: skip
     return out
 
@@ -142,6 +144,42 @@ def retire_model(conn: psycopg.Connection, schema: str, model_key: str) -> int:
             (model_key,),
         )
     return int(dropped)
+
+
+def expired_models(conn: psycopg.Connection, schema: str, retention_days: float) -> list[tuple[str, datetime]]:
+    """Models no tenant has searched with for at least `retention_days` (and that nobody embeds with since):
+    (model_key, released_at), oldest first. A model never activated is never expired: retire it by hand."""
+    rows = conn.execute(
+        sql.SQL(
+            """
+            SELECT m.model_key, m.released_at FROM {models} m
+             WHERE m.status <> 'retired' AND m.released_at IS NOT NULL
+               AND m.released_at <= now() - make_interval(secs => %s)
+               AND NOT EXISTS (SELECT 1 FROM {tenants} t WHERE t.active_model_key = m.model_key)
+             ORDER BY m.released_at
+            """
+        ).format(models=table(schema, "embedding_models"), tenants=table(schema, "tenants")),
+        (retention_days * 86400.0,),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def apply_retention(
+    conn: psycopg.Connection, schema: str, retention_days: float, *, dry_run: bool = False
+) -> dict[str, int]:
+    """Retire every expired model; model_key -> vectors dropped (with `dry_run`: that would be dropped)."""
+    out: dict[str, int] = {}
+    for key, _ in expired_models(conn, schema, retention_days):
+        if dry_run:
+            vt = vector_table_of(conn, schema, key)
+            n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(schema, vt))).fetchone() if vt else None
+            out[key] = int(n[0]) if n else 0
+            continue
+        try:
+            out[key] = retire_model(conn, schema, key)
+        except ModelInUse:  # activated again between the listing and now
+            continue
+    return out
 
 
 def lineage(

@@ -90,19 +90,34 @@ def set_chunk_overflow(conn: psycopg.Connection, schema: str, tenant_id: str, po
 
 
 def activate_model(conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str, chunker_version: str) -> bool:
-    """Make `model_key` with its chunk set the tenant's active pair, in one statement (search switches to it).
-    Returns whether it changed."""
-    cur = conn.execute(
-        sql.SQL(
-            """
-            INSERT INTO {} AS t (tenant_id, active_model_key, active_chunker_version) VALUES (%s, %s, %s)
-            ON CONFLICT (tenant_id) DO UPDATE
-               SET active_model_key = EXCLUDED.active_model_key,
-                   active_chunker_version = EXCLUDED.active_chunker_version
-             WHERE (t.active_model_key, t.active_chunker_version)
-                   IS DISTINCT FROM (EXCLUDED.active_model_key, EXCLUDED.active_chunker_version)
-            """
-        ).format(table(schema, "tenants")),
-        (tenant_id, model_key, chunker_version),
-    )
-    return cur.rowcount > 0
+    """Make `model_key` with its chunk set the tenant's active pair, in one transaction (search switches to it).
+    A model no tenant searches any more is stamped `released_at`, which starts its retention clock.
+    Returns whether the pair changed."""
+    t, models = table(schema, "tenants"), table(schema, "embedding_models")
+    with conn.transaction():
+        conn.execute(sql.SQL("INSERT INTO {} (tenant_id) VALUES (%s) ON CONFLICT DO NOTHING").format(t), (tenant_id,))
+        before = conn.execute(
+            sql.SQL("SELECT active_model_key, active_chunker_version FROM {} WHERE tenant_id = %s FOR UPDATE").format(
+                t
+            ),
+            (tenant_id,),
+        ).fetchone()
+        if before == (model_key, chunker_version):
+            return False
+        conn.execute(
+            sql.SQL("UPDATE {} SET active_model_key = %s, active_chunker_version = %s WHERE tenant_id = %s").format(t),
+            (model_key, chunker_version, tenant_id),
+        )
+        conn.execute(sql.SQL("UPDATE {} SET released_at = NULL WHERE model_key = %s").format(models), (model_key,))
+        if before and before[0] and before[0] != model_key:
+            conn.execute(
+                sql.SQL(
+                    """
+                    UPDATE {models} SET released_at = now()
+                     WHERE model_key = %(old)s
+                       AND NOT EXISTS (SELECT 1 FROM {t} WHERE active_model_key = %(old)s)
+                    """
+                ).format(models=models, t=t),
+                {"old": before[0]},
+            )
+    return True

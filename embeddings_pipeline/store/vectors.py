@@ -43,7 +43,8 @@ def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentit
                 INSERT INTO {} (model_key, provider, name, revision, dims, normalized, query_prefix,
                                 passage_prefix, max_tokens, vector_table, spec)
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (model_key) DO UPDATE SET spec = coalesce(EXCLUDED.spec, {m}.spec), status = 'active'
+                ON CONFLICT (model_key) DO UPDATE
+                   SET spec = coalesce(EXCLUDED.spec, {m}.spec), status = 'active', released_at = NULL
                 """
             ).format(table(schema, "embedding_models"), m=sql.Identifier("embedding_models")),
             (key, identity.provider, identity.name, identity.revision, identity.dims, identity.normalized,
