@@ -234,3 +234,40 @@ def test_retention_retires_a_model_only_once_no_tenant_has_searched_with_it_for_
     (back,) = materialize_tenants(["globex"], instance=instance)
     assert back.success and back.metadata["embedded"] == 1 and hits_model(conn, schema, "globex") == {old}
     assert released(old) is None and released(new) is None  # acme still searches with the new model
+
+
+def test_model_change_sensor_requests_a_run_when_a_tenants_model_changes(conn, schema, provider, store, monkeypatch):
+    from embeddings_pipeline.defs.assets import REASON_TAG
+    from embeddings_pipeline.defs.sensors import model_change_sensor
+
+    instance = dg.DagsterInstance.ephemeral()
+    seed(conn, schema, "acme", {"a.txt": "Vaccines are kept at four degrees."}, fmt="text")
+    seed(conn, schema, "globex", {"g.txt": "Pallets are stacked three high."}, fmt="text")
+    assert all(r.success for r in materialize_tenants(["acme", "globex"], instance=instance))
+
+    def tick(cursor):
+        with dg.build_sensor_context(instance=instance, resources={"store": store}, cursor=cursor) as ctx:
+            result = model_change_sensor(ctx)
+        return [r.partition_key for r in result.run_requests or []], result, result.cursor
+
+    requested, _, cursor = tick(None)
+    assert requested == []  # every tenant searches with the model it should use
+    update_tenant(conn, schema, "acme", model=NEW)
+    requested, result, cursor = tick(cursor)
+    assert requested == ["acme"] and result.run_requests[0].tags[REASON_TAG] == "model_change"
+    assert tick(cursor)[0] == []  # requested once, not at every tick while it runs
+
+    (run,) = materialize_tenants(["acme"], instance=instance)
+    assert run.success and tenant_settings(conn, schema, "acme").active_model_key == run.metadata["model_key"]
+    requested, _, cursor = tick(cursor)
+    assert requested == [] and json.loads(cursor)["requested"] == {}
+    update_tenant(conn, schema, "acme", model="")  # back to the default
+    requested, _, cursor = tick(cursor)
+    assert requested == ["acme"]
+
+    # a new EMBEDDINGS_MODEL is a new code version: the automation rebuilds tenants on the default, not this sensor
+    monkeypatch.setenv("EMBEDDINGS_MODEL", NEW)
+    requested, _, cursor = tick(cursor)
+    assert requested == []
+    update_tenant(conn, schema, "globex", model="sentence-transformers:all-MiniLM-L6-v2")  # pinned to the old one
+    assert tick(cursor)[0] == []  # ... which is what it searches with already

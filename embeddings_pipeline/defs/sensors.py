@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import dagster as dg
 
-from ..config import InvalidTenantId, validate_tenant_id
+from ..config import InvalidTenantId, Settings, validate_tenant_id
+from ..providers.registry import canonical_spec
 from ..store.changes import Watermark, changes_since
 from ..store.fingerprint import schema_fingerprint
+from ..store.tenants import model_states
 from .assets import blocks, chunks, documents, embeddings, source_schema
 from .partitions import tenant_partitions
 from .resources import PipelineStore
@@ -98,4 +101,42 @@ def schema_change_sensor(context: dg.SensorEvaluationContext, store: PipelineSto
         ],
         asset_events=[observation],
         cursor=fingerprint,
+    )
+
+
+@dg.sensor(
+    job=embed_tenant_job,
+    minimum_interval_seconds=SENSOR_INTERVAL,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests a run for each tenant whose model was changed (`tenants set --model`, or cleared back to "
+    "the default): the new model is filled side by side and takes over at 100%. A change of EMBEDDINGS_MODEL "
+    "itself is a new code version, which the automation rebuilds.",
+)
+def model_change_sensor(context: dg.SensorEvaluationContext, store: PipelineStore) -> dg.SensorResult:
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    default = canonical_spec(Settings.from_env().model_spec)
+    default_changed = cursor.get("default") not in (None, default)
+    already: dict[str, str] = cursor.get("requested", {})
+    assert tenant_partitions.name is not None
+    known = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
+    with store.connect() as conn:
+        states = model_states(conn, store.schema)
+    pending: dict[str, str] = {}  # tenant -> the spec it is being moved to
+    requests = []
+    for state in states:
+        if state.tenant_id not in known or state.active_model_key is None:
+            continue  # no content yet, or its first run is still to finish: the content automation has it
+        wanted = canonical_spec(state.model) if state.model else default
+        if state.active_spec is not None and canonical_spec(state.active_spec) == wanted:
+            continue
+        pending[state.tenant_id] = wanted
+        if already.get(state.tenant_id) == wanted or (state.model is None and default_changed):
+            continue
+        requests.append(dg.RunRequest(partition_key=state.tenant_id, tags={REASON_TAG: "model_change"}))
+    if requests:
+        context.log.info(f"model changed for {len(requests)} tenants: {', '.join(r.partition_key for r in requests)}")
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=json.dumps({"default": default, "requested": pending}, sort_keys=True),
+        skip_reason=None if requests else dg.SkipReason("no tenant's model changed"),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from .base import EmbeddingProvider, ProviderError
 from .resilience import RetryPolicy
@@ -55,6 +55,13 @@ def parse_model_spec(spec: str) -> ModelSpec:
         else:
             options[key] = value
     return ModelSpec(provider, name.strip(), options)
+
+
+def canonical_spec(spec: str) -> str:
+    """One spelling per spec (provider named, options sorted), so equal specs compare equal."""
+    parsed = parse_model_spec(spec)
+    options = "&".join(f"{k}={quote(str(v))}" for k, v in sorted(parsed.options.items()))
+    return f"{parsed.provider}:{parsed.name}" + (f"?{options}" if options else "")
 
 
 def load_provider(

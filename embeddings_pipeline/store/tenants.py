@@ -45,6 +45,28 @@ def all_tenant_settings(conn: psycopg.Connection, schema: str) -> list[TenantSet
     return [TenantSettings(*r) for r in rows.fetchall()]
 
 
+@dataclass(frozen=True)
+class ModelState:
+    tenant_id: str
+    model: str | None  # the tenant's override spec (None: the default model)
+    active_model_key: str | None
+    active_spec: str | None  # the spec the active model was registered with
+
+
+def model_states(conn: psycopg.Connection, schema: str) -> list[ModelState]:
+    """Per tenant: which model it should use and which one it searches with now (ids and specs, no content)."""
+    rows = conn.execute(
+        sql.SQL(
+            """
+            SELECT t.tenant_id, t.provider_override, t.active_model_key, m.spec FROM {t} t
+              LEFT JOIN {m} m ON m.model_key = t.active_model_key
+             ORDER BY t.tenant_id
+            """
+        ).format(t=table(schema, "tenants"), m=table(schema, "embedding_models"))
+    ).fetchall()
+    return [ModelState(*r) for r in rows]
+
+
 def chunk_overflow(conn: psycopg.Connection, schema: str, tenant_id: str) -> str:
     """What the chunker does with blocks longer than the model's limit: 'split' (default) or 'truncate'."""
     return tenant_settings(conn, schema, tenant_id).chunk_overflow
