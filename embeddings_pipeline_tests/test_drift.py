@@ -76,3 +76,48 @@ def test_dropped_index_and_retyped_column_are_restored(two_tenants, conn, schema
     index = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{key}_hnsw",)).fetchone()
     assert index is not None and "hnsw" in index[0]
     assert tenant_status(conn, schema, "globex", key).missing == 0  # globex's vectors were kept throughout
+
+
+CORE_DAMAGE = [
+    "DROP TABLE {s}.chunks",
+    "ALTER TABLE {s}.chunks DROP COLUMN token_count",
+    "ALTER TABLE {s}.blocks ALTER COLUMN ordinal TYPE bigint",
+    "DROP INDEX {s}.chunks_set_idx; DROP INDEX {s}.blocks_doc_idx",
+    "ALTER TABLE {s}.tenants DROP COLUMN chunk_overflow",
+    "DROP TABLE {s}.parsed_documents",
+]
+
+
+@pytest.mark.parametrize("damage", CORE_DAMAGE)
+def test_damaged_pipeline_tables_are_rebuilt_and_nothing_is_re_embedded(
+    two_tenants, conn, schema, provider, store, damage
+):
+    from embeddings_pipeline.store.repair import describe, reference
+
+    key = provider.identity.model_key
+    vectors_before = vector_count(conn, schema, provider)
+    conn.execute(damage.format(s=schema))
+    runs = materialize_tenants(["acme", "globex"], instance=two_tenants)
+    assert all(r.success for r in runs), [r.error for r in runs]
+    assert all(r.metadata["embedded"] == 0 for r in runs)  # chunk ids are deterministic: every vector was found
+    for tenant in ("acme", "globex"):
+        st = tenant_status(conn, schema, tenant, key)
+        assert (st.chunks, st.vectors, st.missing, st.stale) == (5, 5, 0, 0)
+    actual, ref = describe(conn, schema), reference(conn)
+    assert all(actual.columns[t] == cols for t, cols in ref.columns.items())
+    assert all(actual.indexes[i] == d for i, d in ref.indexes.items())
+    assert vector_count(conn, schema, provider) == vectors_before
+    assert sweep(two_tenants).passed
+
+
+def test_a_dropped_source_table_is_an_error_and_nothing_is_touched(two_tenants, conn, schema, provider):
+    conn.execute(f"DROP TABLE {schema}.documents")
+    (run,) = materialize_tenants(["acme"], instance=two_tenants)
+    assert not run.success and "restore it from a backup" in run.error
+    assert conn.execute(f"SELECT to_regclass('{schema}.documents')").fetchone() == (None,)  # not recreated empty
+    assert vector_count(conn, schema, provider) == 10  # every vector kept
+
+
+def vector_count(conn, schema, provider) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {schema}.{provider.identity.vector_table}").fetchone()  # noqa: S608
+    return int(row[0])

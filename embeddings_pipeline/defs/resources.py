@@ -14,6 +14,7 @@ from ..config import Settings, validate_identifier
 from ..providers import EmbeddingProvider, ProviderError, load_provider
 from ..store.db import connection, table
 from ..store.migrations import migrate
+from ..store.repair import ensure_schema
 from ..store.server import database_url
 from ..store.tenants import tenant_settings
 
@@ -41,12 +42,14 @@ class PipelineStore(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:
-        """A connection to a migrated schema (migrations run once per process and schema)."""
+        """A connection to a migrated schema (migrations run once per process and schema) whose tables are as the
+        migrations built them: anything dropped or altered since is repaired first (`store/repair.py`)."""
         url, schema = self.url(), self.schema
         with connection(url) as conn:
             if (url, schema) not in _MIGRATED:
                 migrate(conn, schema)
                 _MIGRATED.add((url, schema))
+            ensure_schema(conn, schema)
             yield conn
 
 

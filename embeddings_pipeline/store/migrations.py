@@ -158,10 +158,14 @@ def migrate(conn: psycopg.Connection, schema: str, upto: int | None = None) -> l
         for version, name, template in MIGRATIONS:
             if version in done or (upto is not None and version > upto):
                 continue
-            conn.execute(sql.SQL(template).format(s=ident))
+            apply_migration(conn, schema, template)
             conn.execute(
                 sql.SQL("INSERT INTO {}.schema_migrations (version, name) VALUES (%s, %s)").format(ident),
                 (version, name),
             )
             applied.append(version)
     return applied
+
+
+def apply_migration(conn: psycopg.Connection, schema: str, template: str) -> None:
+    conn.execute(sql.SQL(template).format(s=sql.Identifier(schema)))  # type: ignore[arg-type]
