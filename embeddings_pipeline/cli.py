@@ -492,7 +492,7 @@ def lineage_cmd(chunk_id: str | None, doc_id: str | None, tenant: str, as_json: 
         click.echo(json.dumps({"tenant": tenant, "vectors": rows}))
         return
     table = Table(title=f"lineage: {tenant} {chunk_id or doc_id}")
-    cols = ["chunk_id", "model_key", "revision", "chunker_version", "embedded_at", "run_id", "current", "active_model"]
+    cols = ["chunk_id", "model_key", "revision", "chunker_version", "embedded_at", "run_id", "current", "serving"]
     for c in cols:
         table.add_column(c)
     for r in rows:

@@ -14,6 +14,7 @@ from embeddings_pipeline.cli import main
 from embeddings_pipeline.defs.resources import EmbeddingModel
 from embeddings_pipeline.orchestrate import materialize_tenants
 from embeddings_pipeline.search import search
+from embeddings_pipeline.store.checks import missing_by_tenant
 from embeddings_pipeline.store.models import ModelInUse, lineage, list_models, retire_model
 from embeddings_pipeline.store.tenants import tenant_settings, update_tenant
 
@@ -132,6 +133,8 @@ def test_model_change_to_another_tokenizer_limit_and_dimension(conn, schema, pro
         assert coverage[old] == {"chunker_version": old_set, "chunks": 13, "vectors": 13, "coverage_pct": 100.0,
                                  "active": True}  # fmt: skip
         assert coverage[new]["chunker_version"] == new_set and coverage[new]["vectors"] == 24
+        # the sweep checks what search reads (the active model on its own set): nothing is missing there
+        assert missing_by_tenant(conn, schema, old) == ({}, [])
 
         # content written during the migration is searchable at once, through the old model and its own set
         seed(conn, schema, "acme", {"news.txt": "The vaccine fridge of hall 99 moved to building C."}, fmt="text")
