@@ -228,21 +228,30 @@ def status(tenants: list[str], as_json: bool) -> None:
         _print_status(rows)
 
 
+_MODE = click.option(
+    "--mode",
+    type=click.Choice(["dense", "text", "hybrid"]),
+    default="hybrid",
+    show_default=True,
+    help="dense: cosine over the active model's vectors; text: PostgreSQL full text; hybrid: both, fused by RRF",
+)
+
+
 @main.command()
 @click.argument("query")
 @click.option("--tenant", "-t", required=True, callback=lambda _c, _p, v: _tenant(v))
 @click.option("-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@_MODE
 @click.option("--json", "as_json", is_flag=True)
-def search(query: str, tenant: str, k: int, as_json: bool) -> None:
-    """Cosine top-k over TENANT's vectors."""
+def search(query: str, tenant: str, k: int, mode: str, as_json: bool) -> None:
+    """Top-k chunks of TENANT for QUERY (with the tenant's active model)."""
     from .defs.resources import EmbeddingModel
-    from .search import search as search_fn
+    from .search import search_mode
 
     store = _store()
     with store.connect() as conn:
-        hits = search_fn(
-            conn, store.schema, EmbeddingModel().search_provider_for(conn, store.schema, tenant), tenant, query, k
-        )
+        provider = EmbeddingModel().search_provider_for(conn, store.schema, tenant)
+        hits = search_mode(conn, store.schema, provider, tenant, query, k, mode)
     if as_json:
         click.echo(json.dumps({"tenant": tenant, "query": query, "hits": [h.as_dict() for h in hits]}))
         return
@@ -265,15 +274,21 @@ def search(query: str, tenant: str, k: int, as_json: bool) -> None:
     help="mteb: one vector per document, cut by the model at its token limit (the published protocol); "
     "pipeline: the default chunking (long documents split), each document ranked by its best chunk",
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["dense", "text", "hybrid"]),
+    default="dense",
+    show_default=True,
+    help="retrieval to score (dense is the published protocol)",
+)
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(dataset: Path, tenant: str, protocol: str, as_json: bool) -> None:
+def eval_cmd(dataset: Path, tenant: str, protocol: str, mode: str, as_json: bool) -> None:
     """Ingest a BEIR dataset into TENANT, materialize it, and score nDCG@10 / recall@100 on its test queries."""
     from .defs.resources import EmbeddingModel
     from .ingest import read_beir_corpus
-    from .search import search_vector
+    from .search import search_mode
     from .search.evaluate import evaluate, load_qrels, load_queries, rank_documents
     from .store.documents import upsert_documents
-    from .store.models import chunk_set_of
     from .store.tenants import set_chunk_overflow
 
     store = _store()
@@ -287,22 +302,20 @@ def eval_cmd(dataset: Path, tenant: str, protocol: str, as_json: bool) -> None:
     queries = load_queries(dataset / "queries.jsonl")
     with store.connect() as conn, _progress() as progress:
         provider = EmbeddingModel().search_provider_for(conn, store.schema, tenant)  # the tenant's active model
-        chunk_set = chunk_set_of(conn, store.schema, tenant, provider.identity.model_key)
         task = progress.add_task("queries", total=len(qrels))
 
         def rank(text: str) -> list[str]:
-            query = provider.embed_query(text)
-            hits = search_vector(conn, store.schema, provider.identity.vector_table, tenant, query, 300, chunk_set)
+            hits = search_mode(conn, store.schema, provider, tenant, text, 300, mode, candidates=300)
             progress.advance(task)
             return rank_documents([(h.doc_id, h.score) for h in hits], 100)
 
         result = evaluate(queries, qrels, rank)
     if as_json:
-        click.echo(json.dumps({**result.as_dict(), "protocol": protocol}))
+        click.echo(json.dumps({**result.as_dict(), "protocol": protocol, "mode": mode}))
     else:
         console.print(
             f"{dataset.name}: nDCG@10 = {result.ndcg_at_10:.5f}, recall@100 = {result.recall_at_100:.5f} "
-            f"over {result.queries} queries (protocol {protocol}, model {provider.identity.model_key})"
+            f"over {result.queries} queries (protocol {protocol}, {mode}, model {provider.identity.model_key})"
         )
 
 

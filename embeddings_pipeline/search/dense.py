@@ -24,7 +24,7 @@ class SearchHit:
     chunk_id: str
     doc_id: str
     text: str
-    score: float  # cosine similarity
+    score: float  # cosine similarity (dense), ts_rank_cd (text), reciprocal rank fusion (hybrid)
     model_key: str
     run_id: str
 

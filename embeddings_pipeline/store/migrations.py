@@ -136,6 +136,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE {s}.embedding_models ADD COLUMN IF NOT EXISTS released_at timestamptz;
         """,
     ),
+    (
+        5,
+        "full-text search over chunks (hybrid search): a generated tsvector and its GIN index",
+        """
+        ALTER TABLE {s}.chunks ADD COLUMN IF NOT EXISTS tsv tsvector
+            GENERATED ALWAYS AS (to_tsvector('english'::regconfig, text)) STORED;
+        CREATE INDEX IF NOT EXISTS chunks_tsv_idx ON {s}.chunks USING gin (tsv);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -158,9 +158,9 @@ def repair(conn: psycopg.Connection, schema: str) -> Damage:
         for table in damage.tables:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(s, sql.Identifier(table)))
             conn.execute(
-                sql.SQL("CREATE TABLE {}.{} (LIKE {}.{} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
-                    s, sql.Identifier(table), sql.Identifier(scratch), sql.Identifier(table)
-                )
+                sql.SQL(
+                    "CREATE TABLE {}.{} (LIKE {}.{} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)"
+                ).format(s, sql.Identifier(table), sql.Identifier(scratch), sql.Identifier(table))
             )
         for table, columns in damage.columns.items():
             for column in columns:

@@ -1,0 +1,59 @@
+"""Hybrid search: dense (the tenant's active model) and full-text candidates fused by reciprocal rank fusion."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from ..store.models import chunk_set_of
+from .dense import SearchHit, search_vector
+from .text import search_text
+
+if TYPE_CHECKING:
+    from ..providers.base import EmbeddingProvider
+
+RRF_K = 60  # the constant of Cormack et al. (2009); damps the weight of the very first ranks
+MODES = ("dense", "text", "hybrid")
+
+
+def rrf(rankings: Sequence[Sequence[SearchHit]], k: int = RRF_K) -> list[SearchHit]:
+    """Reciprocal rank fusion: each chunk scores sum(1 / (k + rank)) over the rankings it appears in (rank from 1);
+    best first, ties by chunk id. A fused hit keeps the first ranking's provenance (model, run) where it has one."""
+    scores: dict[str, float] = {}
+    hits: dict[str, SearchHit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (k + rank)
+            hits.setdefault(hit.chunk_id, hit)
+    order = sorted(scores, key=lambda c: (-scores[c], c))
+    return [replace(hits[c], score=scores[c]) for c in order]
+
+
+def search_mode(
+    conn: psycopg.Connection,
+    schema: str,
+    provider: EmbeddingProvider,
+    tenant_id: str,
+    query: str,
+    k: int = 10,
+    mode: str = "hybrid",
+    candidates: int = 100,
+) -> list[SearchHit]:
+    """Top-k chunks of the tenant by `mode`: dense (cosine), text (ts_rank_cd) or hybrid (RRF of the top
+    `candidates` of both). Every mode reads the chunk set the tenant searches with this model."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    identity = provider.identity
+    chunk_set = chunk_set_of(conn, schema, tenant_id, identity.model_key)
+    pool = max(k, candidates) if mode == "hybrid" else k
+    dense: list[SearchHit] = []
+    if mode != "text":
+        vector = provider.embed_query(query)
+        dense = search_vector(conn, schema, identity.vector_table, tenant_id, vector, pool, chunk_set)
+        if mode == "dense":
+            return dense
+    text = search_text(conn, schema, tenant_id, query, pool, chunk_set)
+    return text if mode == "text" else rrf([dense, text])[:k]
