@@ -1,4 +1,4 @@
-"""Full-text search within one tenant's chunk set (PostgreSQL tsvector and a GIN index, no extension needed)."""
+"""Full-text BM25 search within one tenant's chunk set (PostgreSQL tsvector and a GIN index, no extension)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,43 @@ from ..config import validate_tenant_id
 from ..store.db import table
 from .dense import SearchHit
 
-# The query's words, stemmed like the chunks and OR-ed: a chunk matching any word is a candidate and ts_rank_cd
-# orders them (more and closer matches first, normalized by length). The lexemes become a tsquery literally
-# (quoted, never parsed again), so no query text can act as tsquery syntax.
+# BM25 in SQL over PostgreSQL's own full-text index, within one tenant's chunk set. Terms are the query's words
+# stemmed like the chunks ('english'); each becomes a tsquery literally (quoted, never parsed again), so no query
+# text can act as tsquery syntax. Candidates are chunks matching any term (GIN); term frequencies come from the
+# tsvector's positions, document frequencies and the average length (in model tokens) from the same chunk set.
+# k1 = 0.9, b = 0.4: the BM25 parameters of the BEIR baselines (Anserini).
 _SEARCH = r"""
-WITH q AS (
-    SELECT string_agg('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''', ' | ')::tsquery AS tsq
+WITH terms AS MATERIALIZED (
+    SELECT DISTINCT lexeme, ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery AS tsq
       FROM unnest(tsvector_to_array(to_tsvector('english'::regconfig, %(text)s))) AS lexeme
+),
+corpus AS MATERIALIZED (
+    SELECT count(*)::float8 AS n, greatest(avg(c.token_count), 1)::float8 AS avglen FROM {chunks} c
+     WHERE c.tenant_id = %(t)s AND (%(cv)s::text IS NULL OR c.chunker_version = %(cv)s)
+),
+df AS MATERIALIZED (
+    SELECT t.lexeme, count(c.chunk_id)::float8 AS df
+      FROM terms t JOIN {chunks} c ON c.tsv @@ t.tsq
+     WHERE c.tenant_id = %(t)s AND (%(cv)s::text IS NULL OR c.chunker_version = %(cv)s)
+     GROUP BY t.lexeme
+),
+candidates AS MATERIALIZED (
+    SELECT c.chunk_id, c.doc_id, c.text, c.tsv, c.token_count FROM {chunks} c
+     WHERE c.tenant_id = %(t)s AND (%(cv)s::text IS NULL OR c.chunker_version = %(cv)s)
+       AND c.tsv @@ (SELECT tsquery_or_all FROM (SELECT string_agg(tsq::text, ' | ')::tsquery AS tsquery_or_all
+                                                    FROM terms) q)
 )
-SELECT c.chunk_id, c.doc_id, c.text, ts_rank_cd(c.tsv, q.tsq, 1) AS score
-  FROM {chunks} c, q
- WHERE q.tsq IS NOT NULL AND c.tenant_id = %(t)s AND c.tsv @@ q.tsq
-   AND (%(cv)s::text IS NULL OR c.chunker_version = %(cv)s)
- ORDER BY score DESC, c.chunk_id
+SELECT d.chunk_id, d.doc_id, d.text,
+       sum(ln(1 + (corpus.n - df.df + 0.5) / (df.df + 0.5))
+           * cardinality(u.positions) * (0.9 + 1)
+           / (cardinality(u.positions) + 0.9 * (1 - 0.4 + 0.4 * d.token_count / corpus.avglen))) AS score
+  FROM candidates d CROSS JOIN corpus
+ CROSS JOIN LATERAL unnest(d.tsv) AS u(lexeme, positions, weights)
+  JOIN df ON df.lexeme = u.lexeme
+ GROUP BY d.chunk_id, d.doc_id, d.text
+ ORDER BY score DESC, d.chunk_id
  LIMIT %(k)s
 """
-
 
 def search_text(
     conn: psycopg.Connection,
@@ -34,7 +55,7 @@ def search_text(
     k: int = 10,
     chunker_version: str | None = None,
 ) -> list[SearchHit]:
-    """Top-k chunks of `tenant_id` by text match (score: ts_rank_cd); empty when no query word is indexed."""
+    """Top-k chunks of `tenant_id` by BM25 over the chunk texts; empty when no query word is indexed."""
     validate_tenant_id(tenant_id)
     if k < 1:
         raise ValueError("k must be at least 1")
