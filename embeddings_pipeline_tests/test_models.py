@@ -274,3 +274,22 @@ def test_model_change_sensor_requests_a_run_when_a_tenants_model_changes(conn, s
     assert requested == []
     update_tenant(conn, schema, "globex", model="sentence-transformers:all-MiniLM-L6-v2")  # pinned to the old one
     assert tick(cursor)[0] == []  # ... which is what it searches with already
+
+
+def test_backfill_of_another_model_fills_it_without_switching_search(conn, schema, provider):
+    from embeddings_pipeline.defs.assets import MODEL_TAG
+
+    instance = dg.DagsterInstance.ephemeral()
+    seed(conn, schema, "acme", {"a.txt": "Vaccines are kept at four degrees."}, fmt="text")
+    seed(conn, schema, "beta", {"b.txt": "Pallets are stacked three high."}, fmt="text")
+    update_tenant(conn, schema, "beta", model=NEW)  # registers NEW (with its spec) by using it
+    assert all(r.success for r in materialize_tenants(["acme", "beta"], instance=instance))
+    new = tenant_settings(conn, schema, "beta").active_model_key
+    assert new != provider.identity.model_key
+
+    (run,) = materialize_tenants(["acme"], instance=instance, tags={MODEL_TAG: new})
+    assert run.success and run.metadata["model_key"] == new and run.metadata["embedded"] == 1
+    assert tenant_settings(conn, schema, "acme").active_model_key == provider.identity.model_key  # not switched
+    coverage = {m["model_key"]: m["tenants"].get("acme") for m in list_models(conn, schema)}
+    assert coverage[new]["coverage_pct"] == 100.0 and not coverage[new]["active"]
+    assert hits_model(conn, schema) == {provider.identity.model_key}

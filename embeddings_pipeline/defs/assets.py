@@ -117,9 +117,12 @@ def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: E
         identity = provider.identity
         commit_every = int(context.run.tags.get(COMMIT_TAG, "256"))
         serving = _refresh_serving(context, model, conn, store.schema, tenant, provider, commit_every)
+        # a backfill of another registered model fills its vectors; only the tenant's own model takes over search
+        backfill_of = context.run.tags.get(MODEL_TAG)
+        own = backfill_of is None or model.provider_for(conn, store.schema, tenant).identity.model_key == backfill_of
         try:
             report = steps.build_embeddings(
-                conn, store.schema, tenant, provider, context.run.run_id, commit_every=commit_every
+                conn, store.schema, tenant, provider, context.run.run_id, commit_every=commit_every, activate=own
             )
         except steps.EmbeddingIncomplete as exc:
             # Not raised: the blocking `no_missing_vectors` check fails the run, with counts and examples.
