@@ -253,6 +253,8 @@ def build_embeddings(
             "the vectors written so far are kept and the next run resumes",
             report,
         )
+    if activate:
+        vectors.ensure_search_index(conn, schema, identity)  # built once, in bulk, before the model first serves
     if activate and tenants.activate_model(conn, schema, tenant_id, identity.model_key, version):
         # the set search read until now is no longer needed (its vectors stay until the model is retired)
         content.drop_chunk_sets(conn, schema, tenant_id, [version])

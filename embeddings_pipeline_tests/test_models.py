@@ -133,6 +133,8 @@ def test_model_change_to_another_tokenizer_limit_and_dimension(conn, schema, pro
         assert coverage[old] == {"chunker_version": old_set, "chunks": 13, "vectors": 13, "coverage_pct": 100.0,
                                  "active": True}  # fmt: skip
         assert coverage[new]["chunker_version"] == new_set and coverage[new]["vectors"] == 24
+        hnsw = f"{schema}.{new}_hnsw"
+        assert conn.execute("SELECT to_regclass(%s)", (hnsw,)).fetchone() == (None,)  # built at the switch
         # the sweep checks what search reads (the active model on its own set): nothing is missing there
         assert missing_by_tenant(conn, schema, old) == ({}, [])
 
@@ -149,6 +151,7 @@ def test_model_change_to_another_tokenizer_limit_and_dimension(conn, schema, pro
         assert done.success, done.error
         settings = tenant_settings(conn, schema, "acme")
         assert (settings.active_model_key, settings.active_chunker_version) == (new, new_set)
+        assert conn.execute("SELECT to_regclass(%s)::text", (hnsw,)).fetchone() == (hnsw,)
         assert set(sets(conn, schema)) == {new_set}  # the old set went with the switch
         rows = lineage(conn, schema, "acme", doc_id="cold.txt")
         assert len(rows) == 24 and all(

@@ -47,6 +47,7 @@ SELECT d.chunk_id, d.doc_id, d.text,
  LIMIT %(k)s
 """
 
+
 def search_text(
     conn: psycopg.Connection,
     schema: str,

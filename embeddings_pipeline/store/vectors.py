@@ -6,6 +6,7 @@ and nothing ever mixes two models in one search.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -67,17 +68,47 @@ def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentit
             ).format(t=t, dims=sql.Literal(identity.dims))
         )
         _repair_columns(conn, schema, vt, identity.dims)
-        conn.execute(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
-                sql.Identifier(f"{key}_hnsw"), t
-            )
-        )
+        if serves(conn, schema, key):
+            _create_search_index(conn, schema, identity)
         conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (tenant_id, content_hash)").format(
                 sql.Identifier(f"{key}_hash"), t
             )
         )
     return vt
+
+
+def serves(conn: psycopg.Connection, schema: str, model_key: str) -> bool:
+    """Whether some tenant searches with this model (its active model)."""
+    row = conn.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE active_model_key = %s)").format(table(schema, "tenants")),
+        (model_key,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def ensure_search_index(conn: psycopg.Connection, schema: str, identity: ModelIdentity) -> None:
+    """The model's HNSW index, built in bulk before the model first serves a tenant.
+
+    A model being filled side by side serves nobody, so its table has no HNSW index while it fills: inserting
+    into an HNSW graph costs about a millisecond per vector on 2 cores, far more than the COPY; one bulk build
+    at the switch is several times cheaper (`bench/scale.py`). Writers of the same table wait for the build.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:model:{identity.model_key}",))
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (os.environ.get(
+            "EMBEDDINGS_INDEX_BUILD_MEMORY", "512MB"),))  # fmt: skip
+        _create_search_index(conn, schema, identity)
+
+
+def _create_search_index(conn: psycopg.Connection, schema: str, identity: ModelIdentity) -> None:
+    if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{identity.model_key}_hnsw"',)).fetchone()[0]:  # type: ignore[index]
+        return  # (CREATE INDEX IF NOT EXISTS would still lock the table against writers)
+    conn.execute(
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+            sql.Identifier(f"{identity.model_key}_hnsw"), table(schema, identity.vector_table)
+        )
+    )
 
 
 _COLUMNS = {
