@@ -487,6 +487,74 @@ def models_prune(days: float | None, dry_run: bool, as_json: bool) -> None:
         console.print(f"no model has been out of service for {days:g} days")
 
 
+@models.command("activate")
+@click.argument("model_key")
+@click.option(
+    "--tenant", "-t", "tenants", multiple=True, required=True, callback=lambda _c, _p, v: [_tenant(t) for t in v]
+)
+def models_activate(model_key: str, tenants: list[str]) -> None:
+    """Switch TENANTs' search to MODEL_KEY now (e.g. past a failed quality gate). Refused below 100% coverage."""
+    from .store import tenants as tenant_store
+    from .store import vectors
+    from .store.models import chunk_set_of, vector_table_of
+
+    store = _store()
+    with store.connect() as conn:
+        vt = vector_table_of(conn, store.schema, model_key)
+        if vt is None:
+            raise click.ClickException(f"model {model_key!r} has no vectors; see `embeddings-pipeline models list`")
+        sets = {t: chunk_set_of(conn, store.schema, t, model_key) for t in tenants}
+        for tenant, chunk_set in sets.items():  # all tenants are checked before any is switched
+            total, current = vectors.coverage(conn, store.schema, vt, tenant, chunk_set or "")
+            if chunk_set is None or total == 0 or current < total:
+                raise click.ClickException(
+                    f"tenant {tenant!r}: model {model_key} covers {current} of {total} chunks; fill it first "
+                    f"(`embeddings-pipeline backfill --tenant {tenant} --model {model_key}`); nothing was switched"
+                )
+        vectors.ensure_search_index(conn, store.schema, model_key)
+        for tenant, chunk_set in sets.items():
+            tenant_store.activate_model(conn, store.schema, tenant, model_key, chunk_set)  # type: ignore[arg-type]
+            console.print(f"tenant {tenant}: searches with {model_key} ({chunk_set})")
+
+
+@main.group()
+def gate() -> None:
+    """Per-tenant quality queries: a new model takes over only if it ranks them no worse than the active one."""
+
+
+@gate.command("set")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--tenant", "-t", required=True, callback=lambda _c, _p, v: _tenant(v))
+@click.option("--split", default="test", show_default=True, help="qrels/SPLIT.tsv")
+def gate_set(dataset: Path, tenant: str, split: str) -> None:
+    """Load DATASET's queries.jsonl and qrels/SPLIT.tsv (BEIR layout) as TENANT's quality queries."""
+    from .search.evaluate import load_qrels, load_queries
+    from .store.quality import set_queries
+
+    store = _store()
+    with store.connect() as conn:
+        n = set_queries(conn, store.schema, tenant, load_queries(dataset / "queries.jsonl"),
+                        load_qrels(dataset / "qrels" / f"{split}.tsv"))  # fmt: skip
+    console.print(f"tenant {tenant}: {n} quality queries")
+
+
+@gate.command("show")
+@click.option("--tenant", "-t", required=True, callback=lambda _c, _p, v: _tenant(v))
+@click.option("--json", "as_json", is_flag=True)
+def gate_show(tenant: str, as_json: bool) -> None:
+    """TENANT's quality queries and the allowed nDCG@10 drop."""
+    from .search.gate import max_drop
+    from .store.quality import queries_of
+
+    store = _store()
+    with store.connect() as conn:
+        queries = queries_of(conn, store.schema, tenant)
+    if as_json:
+        click.echo(json.dumps({"tenant": tenant, "queries": len(queries), "max_drop": max_drop()}))
+    else:
+        console.print(f"tenant {tenant}: {len(queries)} quality queries, allowed nDCG@10 drop {max_drop()}")
+
+
 @main.command("lineage")
 @click.option("--chunk", "chunk_id")
 @click.option("--doc", "doc_id")

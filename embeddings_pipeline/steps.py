@@ -15,6 +15,7 @@ import psycopg
 
 from .providers.base import EmbeddingProvider, ProviderError
 from .providers.resilience import CircuitOpenError, ErrorKind, ProviderCallError
+from .search.gate import GateResult, quality_gate
 from .store import content, tenants, vectors
 from .text.blocks import parse_blocks
 from .text.chunks import CHUNKER_VERSION, chunk_blocks
@@ -69,6 +70,7 @@ class EmbeddingsReport:
     embed_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
     provider: dict[str, int] = field(default_factory=dict)  # retries, rate limits, ... during this run
+    gate: GateResult | None = None  # the quality gate, when the model was ready to take over from another
 
     @property
     def coverage_pct(self) -> float:
@@ -93,6 +95,7 @@ class EmbeddingsReport:
             "seconds": round(self.seconds, 3),
             "texts_per_second": self.texts_per_second,
             **{f"provider_{k}": v for k, v in self.provider.items()},
+            **(self.gate.as_metadata() if self.gate else {}),
         }
 
 
@@ -207,6 +210,7 @@ def build_embeddings(
     commit_every: int = 256,
     chunker_version: str | None = None,
     activate: bool = True,
+    active: EmbeddingProvider | None = None,
 ) -> EmbeddingsReport:
     """Embed every chunk of the tenant's chunk set (by default the provider's target set) that lacks a current
     vector; raise if any is left without one.
@@ -214,7 +218,9 @@ def build_embeddings(
     Each batch is committed as it finishes. A batch the provider rejects for its size or content is split in
     halves until the bad input is alone; that input is recorded in `embedding_errors` and its neighbours are
     embedded. When the provider's circuit is open the run stops at once (fail fast) and says so.
-    At full coverage the model and its chunk set become the tenant's active pair (unless `activate` is False).
+    At full coverage the model and its chunk set become the tenant's active pair (unless `activate` is False),
+    if the tenant has quality queries only when the model passes the quality gate against `active` (the
+    provider of the tenant's active model).
     """
     identity = provider.identity
     version = chunker_version or target_chunk_set(conn, schema, tenant_id, provider)
@@ -254,7 +260,16 @@ def build_embeddings(
             report,
         )
     if activate:
-        vectors.ensure_search_index(conn, schema, identity)  # built once, in bulk, before the model first serves
+        report.gate = quality_gate(conn, schema, tenant_id, provider, version, active)
+        activate = report.gate is None or report.gate.passed
+        if not activate:
+            assert report.gate is not None
+            log.warning("tenant %r stays on %s: %s fails the quality gate (%s)", tenant_id,
+                        report.gate.active_model, identity.model_key, report.gate.as_metadata())  # fmt: skip
+    if activate:
+        vectors.ensure_search_index(
+            conn, schema, identity.model_key
+        )  # built once, in bulk, before the model first serves
     if activate and tenants.activate_model(conn, schema, tenant_id, identity.model_key, version):
         # the set search read until now is no longer needed (its vectors stay until the model is retired)
         content.drop_chunk_sets(conn, schema, tenant_id, [version])

@@ -296,3 +296,54 @@ def test_backfill_of_another_model_fills_it_without_switching_search(conn, schem
     coverage = {m["model_key"]: m["tenants"].get("acme") for m in list_models(conn, schema)}
     assert coverage[new]["coverage_pct"] == 100.0 and not coverage[new]["active"]
     assert hits_model(conn, schema) == {provider.identity.model_key}
+
+
+TOPICS = ["vaccine storage", "forklift batteries", "invoice disputes", "fire drills", "parking permits",
+          "server backups", "coffee machines", "badge access", "holiday rota", "printer toner",
+          "loading docks", "sick leave", "bicycle racks", "visitor wifi", "recycling bins"]  # fmt: skip
+
+
+def test_quality_gate_keeps_a_worse_model_from_taking_over(conn, schema, provider, monkeypatch, tmp_path):
+    monkeypatch.setenv("EMBEDDINGS_RETRY_BASE_DELAY", "0.01")
+    instance = dg.DagsterInstance.ephemeral()
+    docs = {f"d{i}.txt": f"Policy on {topic}: who to ask and what the rules on {topic} are." for i, topic in
+            enumerate(TOPICS)}  # fmt: skip
+    seed(conn, schema, "acme", docs, fmt="text")
+    assert materialize_tenants(["acme"], instance=instance)[0].success
+    dataset = tmp_path / "golden"
+    (dataset / "qrels").mkdir(parents=True)
+    (dataset / "queries.jsonl").write_text(
+        "\n".join(json.dumps({"_id": f"q{i}", "text": f"rules about {t}"}) for i, t in enumerate(TOPICS))
+    )
+    (dataset / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}.txt\t1\n" for i in range(len(TOPICS)))
+    )
+    runner = CliRunner()
+    loaded = runner.invoke(main, ["gate", "set", str(dataset), "--tenant", "acme"], catch_exceptions=False)
+    assert f"{len(TOPICS)} quality queries" in loaded.output
+    shown = json.loads(runner.invoke(main, ["gate", "show", "--tenant", "acme", "--json"]).output)
+    assert shown == {"tenant": "acme", "queries": len(TOPICS), "max_drop": 0.02}
+
+    with StandinServer(dims=384) as srv:  # its vectors are hashes of the text: fully embedded, useless for search
+        monkeypatch.setenv("OLLAMA_HOST", srv.url)
+        update_tenant(conn, schema, "acme", model="ollama:nomic-embed-text")
+        (run,) = materialize_tenants(["acme"], instance=instance)
+        assert run.success and run.metadata["coverage_pct"] == 100.0  # the gate is an alert, not a failed run
+        assert run.checks["quality_gate"] is False and run.metadata["quality_gate_passed"] is False
+        assert run.metadata["quality_active_ndcg10"] > 0.9 > run.metadata["quality_candidate_ndcg10"] + 0.3
+        assert tenant_settings(conn, schema, "acme").active_model_key == provider.identity.model_key
+        assert hits_model(conn, schema) == {provider.identity.model_key}
+
+        # a person who knows better switches anyway; a model that is not filled is refused
+        bad = run.metadata["model_key"]
+        refused = runner.invoke(main, ["models", "activate", bad, "--tenant", "acme", "--tenant", "nobody"])
+        assert refused.exit_code == 1 and "covers 0 of 0" in refused.output
+        assert tenant_settings(conn, schema, "acme").active_model_key == provider.identity.model_key
+        forced = runner.invoke(main, ["models", "activate", bad, "--tenant", "acme"], catch_exceptions=False)
+        assert forced.exit_code == 0 and tenant_settings(conn, schema, "acme").active_model_key == bad
+
+    # going back to the default passes the gate (it ranks better than the active model) and switches at once
+    update_tenant(conn, schema, "acme", model="")
+    (back,) = materialize_tenants(["acme"], instance=instance)
+    assert back.checks["quality_gate"] and back.metadata["quality_gate_passed"]
+    assert tenant_settings(conn, schema, "acme").active_model_key == provider.identity.model_key

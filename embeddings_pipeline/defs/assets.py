@@ -116,19 +116,23 @@ def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: E
         provider = model.provider_for(conn, store.schema, tenant, context.run.tags.get(MODEL_TAG))
         identity = provider.identity
         commit_every = int(context.run.tags.get(COMMIT_TAG, "256"))
-        serving = _refresh_serving(context, model, conn, store.schema, tenant, provider, commit_every)
+        active = _active_provider(context, model, conn, store.schema, tenant, provider)
+        serving = _refresh_serving(context, conn, store.schema, tenant, provider, active, commit_every)
         # a backfill of another registered model fills its vectors; only the tenant's own model takes over search
         backfill_of = context.run.tags.get(MODEL_TAG)
         own = backfill_of is None or model.provider_for(conn, store.schema, tenant).identity.model_key == backfill_of
         try:
             report = steps.build_embeddings(
-                conn, store.schema, tenant, provider, context.run.run_id, commit_every=commit_every, activate=own
-            )
+                conn, store.schema, tenant, provider, context.run.run_id,
+                commit_every=commit_every, activate=own, active=active,
+            )  # fmt: skip
         except steps.EmbeddingIncomplete as exc:
             # Not raised: the blocking `no_missing_vectors` check fails the run, with counts and examples.
             context.log.error(str(exc))
             report, failure = exc.report, str(exc)
-        check_results = evaluate_tenant_checks(conn, store.schema, identity, tenant, report.chunker_version, failure)
+        check_results = evaluate_tenant_checks(
+            conn, store.schema, identity, tenant, report.chunker_version, failure, report.gate
+        )
     context.log.info("tenant %r: %s", tenant, report.as_metadata())
     return dg.MaterializeResult(
         metadata={
@@ -163,16 +167,15 @@ def _active_provider(
 
 def _refresh_serving(
     context: dg.AssetExecutionContext,
-    model: EmbeddingModel,
     conn: psycopg.Connection,
     schema: str,
     tenant: str,
     target: EmbeddingProvider,
+    serving: EmbeddingProvider | None,
     commit_every: int,
 ) -> dict[str, object]:
     """While a new model is being filled, keep the active one current for changed content (search stays fresh).
     Its failure does not fail the run: the sweep reports the active model's missing vectors."""
-    serving = _active_provider(context, model, conn, schema, tenant, target)
     try:
         report = steps.refresh_serving(conn, schema, tenant, target, serving, context.run.run_id,
                                        commit_every=commit_every)  # fmt: skip

@@ -7,6 +7,7 @@ import dagster as dg
 import psycopg
 
 from ..providers.base import ModelIdentity
+from ..search.gate import GateResult
 from ..store import checks as facts
 from .resources import EmbeddingModel, PipelineStore
 
@@ -25,6 +26,12 @@ CHECK_SPECS = [
         "vectors_well_formed", asset="embeddings", description="Right dimension, no NaN, no zero vectors, sane norms."
     ),
     dg.AssetCheckSpec("no_truncation", asset="embeddings", description="No chunk is longer than the model reads."),
+    dg.AssetCheckSpec(
+        "quality_gate",
+        asset="embeddings",
+        description="A new model ready to take over ranks the tenant's quality queries no worse than the active "
+        "one (nDCG@10 within EMBEDDINGS_QUALITY_MAX_DROP); otherwise search stays on the active model.",
+    ),
 ]
 
 
@@ -44,6 +51,7 @@ def evaluate_tenant_checks(
     tenant: str,
     chunker_version: str,
     failure: str | None = None,
+    gate: GateResult | None = None,
 ) -> list[dg.AssetCheckResult]:
     """The five per-tenant checks of the model's chunk set, evaluated on the rows as they are now."""
     keys = facts.model_keys(conn, schema, identity, tenant)
@@ -81,6 +89,12 @@ def evaluate_tenant_checks(
             WARN,
             tenant,
             max_tokens=identity.max_tokens,
+        ),
+        dg.AssetCheckResult(
+            check_name="quality_gate",
+            passed=gate is None or gate.passed,
+            severity=ERROR,
+            metadata={"tenant": tenant, "evaluated": gate is not None, **(gate.as_metadata() if gate else {})},
         ),
     ]
 

@@ -145,6 +145,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX IF NOT EXISTS chunks_tsv_idx ON {s}.chunks USING gin (tsv);
         """,
     ),
+    (
+        6,
+        "per-tenant quality queries: the retrieval-quality gate a new model passes before it takes over",
+        """
+        CREATE TABLE IF NOT EXISTS {s}.quality_queries (
+            tenant_id text NOT NULL,
+            query_id  text NOT NULL,
+            text      text NOT NULL,
+            relevant  jsonb NOT NULL,
+            PRIMARY KEY (tenant_id, query_id)
+        );
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -69,7 +69,7 @@ def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentit
         )
         _repair_columns(conn, schema, vt, identity.dims)
         if serves(conn, schema, key):
-            _create_search_index(conn, schema, identity)
+            _create_search_index(conn, schema, key)
         conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (tenant_id, content_hash)").format(
                 sql.Identifier(f"{key}_hash"), t
@@ -87,7 +87,7 @@ def serves(conn: psycopg.Connection, schema: str, model_key: str) -> bool:
     return bool(row and row[0])
 
 
-def ensure_search_index(conn: psycopg.Connection, schema: str, identity: ModelIdentity) -> None:
+def ensure_search_index(conn: psycopg.Connection, schema: str, model_key: str) -> None:
     """The model's HNSW index, built in bulk before the model first serves a tenant.
 
     A model being filled side by side serves nobody, so its table has no HNSW index while it fills: inserting
@@ -95,18 +95,18 @@ def ensure_search_index(conn: psycopg.Connection, schema: str, identity: ModelId
     at the switch is several times cheaper (`bench/scale.py`). Writers of the same table wait for the build.
     """
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:model:{identity.model_key}",))
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:model:{model_key}",))
         conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (os.environ.get(
             "EMBEDDINGS_INDEX_BUILD_MEMORY", "512MB"),))  # fmt: skip
-        _create_search_index(conn, schema, identity)
+        _create_search_index(conn, schema, model_key)
 
 
-def _create_search_index(conn: psycopg.Connection, schema: str, identity: ModelIdentity) -> None:
-    if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{identity.model_key}_hnsw"',)).fetchone()[0]:  # type: ignore[index]
+def _create_search_index(conn: psycopg.Connection, schema: str, model_key: str) -> None:
+    if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{model_key}_hnsw"',)).fetchone()[0]:  # type: ignore[index]
         return  # (CREATE INDEX IF NOT EXISTS would still lock the table against writers)
     conn.execute(
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
-            sql.Identifier(f"{identity.model_key}_hnsw"), table(schema, identity.vector_table)
+            sql.Identifier(f"{model_key}_hnsw"), table(schema, f"vectors_{model_key}")
         )
     )
 
