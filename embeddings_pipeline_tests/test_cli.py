@@ -103,8 +103,10 @@ def _tiny_beir(tmp_path: Path) -> Path:
 
 
 def test_eval_on_a_beir_folder(cli, tmp_path):
-    result = json.loads(cli("eval", str(_tiny_beir(tmp_path)), "--tenant", "beir", "--json").output.splitlines()[-1])
-    assert result == {"ndcg_at_10": 1.0, "recall_at_100": 1.0, "queries": 2, "protocol": "mteb"}
+    folder = str(_tiny_beir(tmp_path))
+    for mode in ("dense", "text", "hybrid"):
+        result = json.loads(cli("eval", folder, "--tenant", "beir", "--mode", mode, "--json").output.splitlines()[-1])
+        assert result == {"ndcg_at_10": 1.0, "recall_at_100": 1.0, "queries": 2, "protocol": "mteb", "mode": mode}
 
 
 def test_tenants_set_and_show(cli):
