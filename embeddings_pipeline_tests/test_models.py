@@ -342,8 +342,10 @@ def test_quality_gate_keeps_a_worse_model_from_taking_over(conn, schema, provide
         forced = runner.invoke(main, ["models", "activate", bad, "--tenant", "acme"], catch_exceptions=False)
         assert forced.exit_code == 0 and tenant_settings(conn, schema, "acme").active_model_key == bad
 
-    # going back to the default passes the gate (it ranks better than the active model) and switches at once
-    update_tenant(conn, schema, "acme", model="")
-    (back,) = materialize_tenants(["acme"], instance=instance)
-    assert back.checks["quality_gate"] and back.metadata["quality_gate_passed"]
-    assert tenant_settings(conn, schema, "acme").active_model_key == provider.identity.model_key
+        # going back to the default passes the gate and switches at once, even with the active provider down
+        srv.faults.down = True
+        update_tenant(conn, schema, "acme", model="")
+        (back,) = materialize_tenants(["acme"], instance=instance)
+        assert back.checks["quality_gate"] and back.metadata["quality_gate_passed"]
+        assert back.metadata["quality_active_ndcg10"] == 0.0 and "could not be scored" in back.metadata["quality_note"]
+        assert tenant_settings(conn, schema, "acme").active_model_key == provider.identity.model_key

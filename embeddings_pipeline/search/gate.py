@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from ..providers.base import ProviderError
 from ..store import quality, tenants
 from .dense import search_vector
 from .evaluate import ndcg_at_k, rank_documents
@@ -30,6 +31,7 @@ class GateResult:
     active_model: str
     active_ndcg10: float
     max_drop: float
+    note: str = ""  # e.g. the active model could not be scored (its provider is down): it counts as 0
 
     @property
     def passed(self) -> bool:
@@ -43,6 +45,7 @@ class GateResult:
             "quality_active_ndcg10": round(self.active_ndcg10, 5),
             "quality_active_model": self.active_model,
             "quality_max_drop": self.max_drop,
+            **({"quality_note": self.note} if self.note else {}),
         }
 
 
@@ -81,11 +84,17 @@ def quality_gate(
     queries = quality.queries_of(conn, schema, tenant_id)
     if not queries:
         return None
+    candidate_ndcg = ndcg10(conn, schema, tenant_id, candidate, candidate_set, queries)
+    try:
+        active_ndcg, note = ndcg10(conn, schema, tenant_id, active, settings.active_chunker_version, queries), ""
+    except ProviderError as exc:  # moving away from a provider that is gone must stay possible
+        active_ndcg, note = 0.0, f"the active model could not be scored, counted as 0: {exc}"
     return GateResult(
         queries=len(queries),
         candidate_model=candidate.identity.model_key,
-        candidate_ndcg10=ndcg10(conn, schema, tenant_id, candidate, candidate_set, queries),
+        candidate_ndcg10=candidate_ndcg,
         active_model=active.identity.model_key,
-        active_ndcg10=ndcg10(conn, schema, tenant_id, active, settings.active_chunker_version, queries),
+        active_ndcg10=active_ndcg,
         max_drop=max_drop(),
+        note=note,
     )
