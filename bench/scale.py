@@ -155,7 +155,7 @@ def _kill_and_resume(store, srv, home: Path) -> dict[str, object]:
     with store.connect() as conn:
         docs = [SourceDocument(f"log-{d}.md", document(999, d)) for d in range(300)]
         upsert_documents(conn, store.schema, tenant, docs)
-    vt = sql.SQL("{}.{}").format(sql.Identifier(store.schema), sql.Identifier(_vector_table()))
+    vt = sql.SQL("{}.{}").format(sql.Identifier(store.schema), sql.Identifier(_identity().vector_table))
     srv.faults.delay_per_input = 0.001  # slow enough to be killed mid-run
     cli = [str(ROOT / ".venv" / "bin" / "embeddings-pipeline"), "materialize", "--tenant", tenant]
     proc = subprocess.Popen(cli, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -182,7 +182,7 @@ def _kill_and_resume(store, srv, home: Path) -> dict[str, object]:
     resume_s = time.perf_counter() - t0
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     with store.connect() as conn:
-        st = tenant_status(conn, store.schema, tenant, _model_key())
+        st = tenant_status(conn, store.schema, tenant, _identity().model_key)
         after = dict(conn.execute(count_by_run, (tenant,)).fetchall())
         orphans = conn.execute(
             sql.SQL(
@@ -225,16 +225,10 @@ def _outage(store, srv, instance, tenants: list[str]) -> dict[str, object]:
     }
 
 
-def _model_key() -> str:
+def _identity():
     from embeddings_pipeline.defs.resources import EmbeddingModel
 
-    return EmbeddingModel().provider().identity.model_key
-
-
-def _vector_table() -> str:
-    from embeddings_pipeline.defs.resources import EmbeddingModel
-
-    return EmbeddingModel().provider().identity.vector_table
+    return EmbeddingModel().provider().identity
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from psycopg import sql
 from .providers.base import EmbeddingProvider
 from .steps import target_chunk_set
 from .store import vectors
-from .store.db import source_relation, table
+from .store.db import relation_exists, source_relation, table
 
 SAMPLE = 64
 
@@ -87,8 +87,7 @@ def plan_tenant(
     """Counts for one tenant (writes nothing: the model's vector table may not even exist yet)."""
     identity = provider.identity
     chunk_set = target_chunk_set(conn, schema, tenant_id, provider)
-    exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{identity.vector_table}"',)).fetchone()
-    if exists and exists[0]:
+    if relation_exists(conn, schema, identity.vector_table):
         pending = vectors.pending_chunks(conn, schema, identity.vector_table, tenant_id, chunk_set)
         texts = [p.text for p in pending]
     else:

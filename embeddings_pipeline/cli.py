@@ -228,12 +228,14 @@ def status(tenants: list[str], as_json: bool) -> None:
         _print_status(rows)
 
 
-_MODE = click.option(
-    "--mode",
-    type=click.Choice(["dense", "text", "hybrid"]),
-    default="hybrid",
-    show_default=True,
-    help="dense: cosine over the active model's vectors; text: PostgreSQL full text; hybrid: both, fused by RRF",
+def _mode_option(default: str, help_text: str):
+    return click.option(
+        "--mode", type=click.Choice(["dense", "text", "hybrid"]), default=default, show_default=True, help=help_text
+    )
+
+
+_MODE = _mode_option(
+    "hybrid", "dense: cosine over the active model's vectors; text: PostgreSQL full text; hybrid: both, fused by RRF"
 )
 
 
@@ -274,13 +276,7 @@ def search(query: str, tenant: str, k: int, mode: str, as_json: bool) -> None:
     help="mteb: one vector per document, cut by the model at its token limit (the published protocol); "
     "pipeline: the default chunking (long documents split), each document ranked by its best chunk",
 )
-@click.option(
-    "--mode",
-    type=click.Choice(["dense", "text", "hybrid"]),
-    default="dense",
-    show_default=True,
-    help="retrieval to score (dense is the published protocol)",
-)
+@_mode_option("dense", "retrieval to score (dense is the published protocol)")
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(dataset: Path, tenant: str, protocol: str, mode: str, as_json: bool) -> None:
     """Ingest a BEIR dataset into TENANT, materialize it, and score nDCG@10 / recall@100 on its test queries."""

@@ -259,18 +259,15 @@ def build_embeddings(
             "the vectors written so far are kept and the next run resumes",
             report,
         )
-    if activate:
-        report.gate = quality_gate(conn, schema, tenant_id, provider, version, active)
-        activate = report.gate is None or report.gate.passed
-        if not activate:
-            assert report.gate is not None
-            log.warning("tenant %r stays on %s: %s fails the quality gate (%s)", tenant_id,
-                        report.gate.active_model, identity.model_key, report.gate.as_metadata())  # fmt: skip
-    if activate:
-        vectors.ensure_search_index(
-            conn, schema, identity.model_key
-        )  # built once, in bulk, before the model first serves
-    if activate and tenants.activate_model(conn, schema, tenant_id, identity.model_key, version):
+    if not activate:
+        return report
+    report.gate = gate = quality_gate(conn, schema, tenant_id, provider, version, active)
+    if gate is not None and not gate.passed:
+        log.warning("tenant %r stays on %s: %s fails the quality gate (%s)", tenant_id, gate.active_model,
+                    identity.model_key, gate.as_metadata())  # fmt: skip
+        return report
+    vectors.ensure_search_index(conn, schema, identity.model_key)  # built in bulk before the model first serves
+    if tenants.activate_model(conn, schema, tenant_id, identity.model_key, version):
         # the set search read until now is no longer needed (its vectors stay until the model is retired)
         content.drop_chunk_sets(conn, schema, tenant_id, [version])
     return report

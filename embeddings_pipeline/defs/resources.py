@@ -80,9 +80,7 @@ class EmbeddingModel(dg.ConfigurableResource):
         is the old one, so search never mixes models and never sees a half-built index (blue/green)."""
         tenant = tenant_settings(conn, schema, tenant_id)
         wanted = self.provider(tenant.model, tenant.key_env)
-        if tenant.active_model_key in (None, wanted.identity.model_key):
-            return wanted
-        return self.provider(_spec_of(conn, schema, tenant.active_model_key), tenant.key_env)
+        return self.active_provider_for(conn, schema, tenant_id, wanted) or wanted
 
     def active_provider_for(
         self, conn: psycopg.Connection, schema: str, tenant_id: str, target: EmbeddingProvider

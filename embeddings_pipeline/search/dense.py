@@ -11,12 +11,9 @@ from psycopg import sql
 
 from ..config import validate_tenant_id
 from ..store.db import table
-from ..store.models import chunk_set_of
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from ..providers.base import EmbeddingProvider
 
 
 @dataclass(frozen=True)
@@ -75,18 +72,3 @@ def search_vector(
             {"q": query, "t": tenant_id, "k": k, "cv": chunker_version},
         ).fetchall()
     return [SearchHit(r[0], r[1], r[2], float(r[3]), r[4], r[5]) for r in rows]
-
-
-def search(
-    conn: psycopg.Connection,
-    schema: str,
-    provider: EmbeddingProvider,
-    tenant_id: str,
-    query: str,
-    k: int = 10,
-) -> list[SearchHit]:
-    """The Python API for apps: embed the query with the model and return the tenant's top-k chunks (from the
-    chunk set the tenant reads with that model)."""
-    identity = provider.identity
-    chunk_set = chunk_set_of(conn, schema, tenant_id, identity.model_key)
-    return search_vector(conn, schema, identity.vector_table, tenant_id, provider.embed_query(query), k, chunk_set)

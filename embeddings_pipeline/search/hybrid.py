@@ -42,7 +42,7 @@ def search_mode(
     mode: str = "hybrid",
     candidates: int = 100,
 ) -> list[SearchHit]:
-    """Top-k chunks of the tenant by `mode`: dense (cosine), text (ts_rank_cd) or hybrid (RRF of the top
+    """Top-k chunks of the tenant by `mode`: dense (cosine), text (BM25) or hybrid (RRF of the top
     `candidates` of both). Every mode reads the chunk set the tenant searches with this model."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -57,3 +57,10 @@ def search_mode(
             return dense
     text = search_text(conn, schema, tenant_id, query, pool, chunk_set)
     return text if mode == "text" else rrf([dense, text])[:k]
+
+
+def search(
+    conn: psycopg.Connection, schema: str, provider: EmbeddingProvider, tenant_id: str, query: str, k: int = 10
+) -> list[SearchHit]:
+    """The Python API for apps, dense only: embed the query with the model and return the tenant's top-k chunks."""
+    return search_mode(conn, schema, provider, tenant_id, query, k, "dense")

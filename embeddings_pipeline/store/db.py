@@ -45,6 +45,12 @@ def table(schema: str, name: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
+def relation_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
+    """Whether table, view or index `schema.name` exists (no lock taken)."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}"."{name}"',)).fetchone()
+    return bool(row and row[0])
+
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 

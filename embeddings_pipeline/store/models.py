@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .db import table
+from .db import relation_exists, table
 
 
 def vector_table_of(conn: psycopg.Connection, schema: str, model_key: str) -> str | None:
@@ -17,7 +17,7 @@ def vector_table_of(conn: psycopg.Connection, schema: str, model_key: str) -> st
         sql.SQL("SELECT vector_table FROM {} WHERE model_key = %s").format(table(schema, "embedding_models")),
         (model_key,),
     ).fetchone()
-    if row is None or not conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{row[0]}"',)).fetchone()[0]:  # type: ignore[index]
+    if row is None or not relation_exists(conn, schema, row[0]):
         return None
     return str(row[0])
 
@@ -136,7 +136,7 @@ def retire_model(conn: psycopg.Connection, schema: str, model_key: str) -> int:
             )
         vt = table(schema, row[0])
         dropped = 0
-        if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{row[0]}"',)).fetchone()[0]:  # type: ignore[index]
+        if relation_exists(conn, schema, row[0]):
             dropped = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(vt)).fetchone()[0]  # type: ignore[index]
             conn.execute(sql.SQL("DROP TABLE {}").format(vt))
         conn.execute(
@@ -203,7 +203,7 @@ def lineage(
     ).fetchall()
     out: list[dict[str, Any]] = []
     for key, provider, name, revision, dims, vt in models:
-        if not conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{vt}"',)).fetchone()[0]:  # type: ignore[index]
+        if not relation_exists(conn, schema, vt):
             continue
         rows = conn.execute(
             sql.SQL(

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from ..providers.base import ModelIdentity
-from .db import table
+from .db import relation_exists, table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -102,7 +102,7 @@ def ensure_search_index(conn: psycopg.Connection, schema: str, model_key: str) -
 
 
 def _create_search_index(conn: psycopg.Connection, schema: str, model_key: str) -> None:
-    if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{model_key}_hnsw"',)).fetchone()[0]:  # type: ignore[index]
+    if relation_exists(conn, schema, f"{model_key}_hnsw"):
         return  # (CREATE INDEX IF NOT EXISTS would still lock the table against writers)
     conn.execute(
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
