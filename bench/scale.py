@@ -70,8 +70,8 @@ def main() -> None:
 
     import dagster as dg
 
+    from embeddings_pipeline.cli.runner import materialize_tenants
     from embeddings_pipeline.defs.resources import EmbeddingModel, PipelineStore
-    from embeddings_pipeline.orchestrate import materialize_tenants
     from embeddings_pipeline.search import search_mode
     from embeddings_pipeline.store.documents import SourceDocument, upsert_documents
     from embeddings_pipeline.store.status import tenant_status
@@ -203,7 +203,7 @@ def _kill_and_resume(store, srv, home: Path) -> dict[str, object]:
 
 
 def _outage(store, srv, instance, tenants: list[str]) -> dict[str, object]:
-    from embeddings_pipeline.orchestrate import materialize_tenants
+    from embeddings_pipeline.cli.runner import materialize_tenants
     from embeddings_pipeline.store.documents import SourceDocument, upsert_documents
 
     with store.connect() as conn:

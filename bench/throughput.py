@@ -42,9 +42,9 @@ def main() -> None:
 
     import dagster as dg
 
+    from embeddings_pipeline.cli.runner import materialize_tenants
     from embeddings_pipeline.defs.resources import EmbeddingModel, PipelineStore
-    from embeddings_pipeline.ingest import read_beir_corpus
-    from embeddings_pipeline.orchestrate import materialize_tenants
+    from embeddings_pipeline.pipeline.ingest import read_beir_corpus
     from embeddings_pipeline.store.documents import upsert_documents
 
     store, provider = PipelineStore(), EmbeddingModel().provider()

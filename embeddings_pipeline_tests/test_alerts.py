@@ -8,9 +8,9 @@ import time
 import dagster as dg
 import pytest
 
-from embeddings_pipeline import alerting
-from embeddings_pipeline.alerting import Alert, format_slack, send_alert
 from embeddings_pipeline.defs.alerts import check_failure_alert, run_failure_alert
+from embeddings_pipeline.pipeline import alerts as alerting
+from embeddings_pipeline.pipeline.alerts import Alert, format_slack, send_alert
 
 from .webhook_server import WebhookServer
 

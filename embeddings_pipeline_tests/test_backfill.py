@@ -13,9 +13,9 @@ import time
 import psycopg
 from click.testing import CliRunner
 
-from embeddings_pipeline import steps
 from embeddings_pipeline.cli import main
-from embeddings_pipeline.orchestrate import local_instance
+from embeddings_pipeline.cli.runner import local_instance
+from embeddings_pipeline.pipeline import steps
 from embeddings_pipeline.store.status import tenant_status
 
 from .helpers import count, seed

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from embeddings_pipeline import steps
+from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.defs.checks import evaluate_tenant_checks
 from embeddings_pipeline.defs.resources import EmbeddingModel
-from embeddings_pipeline.orchestrate import materialize_tenants
+from embeddings_pipeline.pipeline import steps
 
 from .helpers import chunks_of, seed
 from .test_embedding_step import StopsAfter

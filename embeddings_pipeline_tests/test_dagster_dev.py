@@ -16,7 +16,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from embeddings_pipeline.orchestrate import ensure_dagster_home, materialize_tenants
+from embeddings_pipeline.cli.runner import ensure_dagster_home, materialize_tenants
 from embeddings_pipeline.store.status import tenant_status
 
 from .helpers import chunks_of, seed

@@ -37,7 +37,7 @@ from dagster._grpc.client import DagsterGrpcClient
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from embeddings_pipeline.orchestrate import materialize_tenants
+from embeddings_pipeline.cli.runner import materialize_tenants
 
 from .helpers import count, seed
 

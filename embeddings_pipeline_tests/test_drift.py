@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from embeddings_pipeline.orchestrate import materialize_tenants
+from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.store.status import tenant_status
 
 from .helpers import seed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embeddings_pipeline import steps
+from embeddings_pipeline.pipeline import steps
 from embeddings_pipeline.store import vectors
 from embeddings_pipeline.store.status import tenant_status
 

@@ -9,10 +9,10 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from embeddings_pipeline import steps
 from embeddings_pipeline.cli import main
+from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.defs.resources import EmbeddingModel
-from embeddings_pipeline.orchestrate import materialize_tenants
+from embeddings_pipeline.pipeline import steps
 from embeddings_pipeline.search import search
 from embeddings_pipeline.store.checks import missing_by_tenant
 from embeddings_pipeline.store.models import ModelInUse, lineage, list_models, retire_model

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.config import InvalidTenantId
-from embeddings_pipeline.orchestrate import materialize_tenants
 from embeddings_pipeline.search import search
 from embeddings_pipeline.store.db import connection, tenant_lock
 from embeddings_pipeline.store.documents import delete_documents

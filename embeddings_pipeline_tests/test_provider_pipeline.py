@@ -8,7 +8,7 @@ import logging
 import dagster as dg
 import pytest
 
-from embeddings_pipeline.orchestrate import materialize_tenants
+from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.store.status import tenant_status
 from embeddings_pipeline.store.tenants import tenant_settings, update_tenant
 

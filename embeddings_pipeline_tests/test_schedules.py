@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.defs.assets import REASON_TAG
 from embeddings_pipeline.defs.schedules import nightly_reconcile
-from embeddings_pipeline.orchestrate import materialize_tenants
 from embeddings_pipeline.store.status import tenant_status
 
 from .helpers import count, seed

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.defs.assets import REASON_TAG
 from embeddings_pipeline.defs.sensors import schema_change_sensor
-from embeddings_pipeline.orchestrate import materialize_tenants
 from embeddings_pipeline.store.status import tenant_status
 
 VIEW = """

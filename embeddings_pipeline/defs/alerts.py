@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import dagster as dg
 from dagster._core.storage.event_log import SqlEventLogStorage
 
-from .. import alerting
+from ..pipeline import alerts as alerting
 
 PARTITION_TAG = "dagster/partition"
 CHECK_BATCH = 500

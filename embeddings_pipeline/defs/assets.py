@@ -6,8 +6,8 @@ from datetime import timedelta
 import dagster as dg
 import psycopg
 
-from .. import steps
 from ..config import Settings
+from ..pipeline import steps
 from ..providers import EmbeddingProvider, ProviderError
 from ..store.db import tenant_lock
 from ..text.chunks import CHUNKER_VERSION

@@ -13,12 +13,12 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
-from .providers.base import EmbeddingProvider, ProviderError
-from .providers.resilience import CircuitOpenError, ErrorKind, ProviderCallError
-from .search.gate import GateResult, quality_gate
-from .store import content, tenants, vectors
-from .text.blocks import parse_blocks
-from .text.chunks import CHUNKER_VERSION, chunk_blocks
+from ..providers.base import EmbeddingProvider, ProviderError
+from ..providers.resilience import CircuitOpenError, ErrorKind, ProviderCallError
+from ..search.gate import GateResult, quality_gate
+from ..store import content, tenants, vectors
+from ..text.blocks import parse_blocks
+from ..text.chunks import CHUNKER_VERSION, chunk_blocks
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import InvalidTenantId, Settings, embeddings_home, validate_tenant_id
+from ..config import InvalidTenantId, Settings, embeddings_home, validate_tenant_id
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
-SAMPLE_CORPUS = Path(__file__).resolve().parent / "sample_corpus"
+SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "sample_corpus"
 
 
 def _store():
-    from .defs.resources import PipelineStore
+    from ..defs.resources import PipelineStore
 
     return PipelineStore()
 
@@ -57,7 +57,7 @@ def db() -> None:
 
 @db.command("start")
 def db_start() -> None:
-    from .store.server import database_url
+    from ..store.server import database_url
 
     settings = Settings.from_env()
     if settings.database_url:
@@ -69,14 +69,14 @@ def db_start() -> None:
 
 @db.command("stop")
 def db_stop() -> None:
-    from .store.server import stop_embedded
+    from ..store.server import stop_embedded
 
     console.print("stopped" if stop_embedded() else "not running")
 
 
 @db.command("url")
 def db_url() -> None:
-    from .store.server import database_url
+    from ..store.server import database_url
 
     click.echo(database_url())
 
@@ -84,7 +84,7 @@ def db_url() -> None:
 @db.command("status")
 @click.option("--json", "as_json", is_flag=True)
 def db_status(as_json: bool) -> None:
-    from .store.server import embedded_status
+    from ..store.server import embedded_status
 
     settings = Settings.from_env()
     info = {"external": True, "running": None} if settings.database_url else {"external": False, **embedded_status()}
@@ -98,8 +98,8 @@ def db_status(as_json: bool) -> None:
 @db.command("migrate")
 def db_migrate() -> None:
     """Create or upgrade the pipeline's tables (runs also do this on their own)."""
-    from .store.db import connection
-    from .store.migrations import LATEST_VERSION, migrate
+    from ..store.db import connection
+    from ..store.migrations import LATEST_VERSION, migrate
 
     store = _store()
     with connection(store.url()) as conn:
@@ -115,8 +115,8 @@ def db_migrate() -> None:
 @click.option("--tenant", "-t", required=True, callback=lambda _c, _p, v: _tenant(v))
 def ingest(paths: tuple[Path, ...], tenant: str) -> None:
     """Load markdown/text files, folders (recursive) or BEIR .jsonl corpora into TENANT's documents."""
-    from .ingest import IngestError, read_paths
-    from .store.documents import upsert_documents
+    from ..pipeline.ingest import IngestError, read_paths
+    from ..store.documents import upsert_documents
 
     store = _store()
     try:
@@ -131,7 +131,7 @@ def ingest(paths: tuple[Path, ...], tenant: str) -> None:
 
 
 def _all_tenants() -> list[str]:
-    from .store.documents import source_tenants
+    from ..store.documents import source_tenants
 
     store = _store()
     with store.connect() as conn:
@@ -139,7 +139,7 @@ def _all_tenants() -> list[str]:
 
 
 def _materialize(tenants: list[str], tags: dict[str, str] | None = None) -> list:
-    from .orchestrate import materialize_tenants
+    from .runner import materialize_tenants
 
     with _progress() as progress:
         task = progress.add_task("materializing tenants", total=len(tenants))
@@ -179,9 +179,9 @@ def materialize(tenants: list[str], all_tenants: bool) -> None:
 
 
 def _status_rows(tenants: list[str] | None) -> list[dict[str, object]]:
-    from .store.documents import source_tenants
-    from .store.status import tenant_status
-    from .store.tenants import tenant_settings
+    from ..store.documents import source_tenants
+    from ..store.status import tenant_status
+    from ..store.tenants import tenant_settings
 
     store = _store()
     with store.connect() as conn:
@@ -195,8 +195,8 @@ def _status_rows(tenants: list[str] | None) -> list[dict[str, object]]:
 def _tenant_provider(conn, store, tenant: str) -> str:
     """The model key the tenant is embedded with; a remote model whose server cannot be reached yet is shown as
     unknown (its chunks then count as missing) instead of breaking the whole status."""
-    from .defs.resources import EmbeddingModel
-    from .providers import ProviderError
+    from ..defs.resources import EmbeddingModel
+    from ..providers import ProviderError
 
     try:
         return EmbeddingModel().provider_for(conn, store.schema, tenant).identity.model_key
@@ -247,8 +247,8 @@ _MODE = _mode_option(
 @click.option("--json", "as_json", is_flag=True)
 def search(query: str, tenant: str, k: int, mode: str, as_json: bool) -> None:
     """Top-k chunks of TENANT for QUERY (with the tenant's active model)."""
-    from .defs.resources import EmbeddingModel
-    from .search import search_mode
+    from ..defs.resources import EmbeddingModel
+    from ..search import search_mode
 
     store = _store()
     with store.connect() as conn:
@@ -280,12 +280,12 @@ def search(query: str, tenant: str, k: int, mode: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(dataset: Path, tenant: str, protocol: str, mode: str, as_json: bool) -> None:
     """Ingest a BEIR dataset into TENANT, materialize it, and score nDCG@10 / recall@100 on its test queries."""
-    from .defs.resources import EmbeddingModel
-    from .ingest import read_beir_corpus
-    from .search import search_mode
-    from .search.evaluate import evaluate, load_qrels, load_queries, rank_documents
-    from .store.documents import upsert_documents
-    from .store.tenants import set_chunk_overflow
+    from ..defs.resources import EmbeddingModel
+    from ..pipeline.ingest import read_beir_corpus
+    from ..search import search_mode
+    from ..search.evaluate import evaluate, load_qrels, load_queries, rank_documents
+    from ..store.documents import upsert_documents
+    from ..store.tenants import set_chunk_overflow
 
     store = _store()
     with store.connect() as conn:
@@ -329,8 +329,8 @@ def tenants() -> None:
 @click.option("--key-env", help="NAME of the environment variable with this tenant's API key ('' clears)")
 @click.option("--chunk-overflow", type=click.Choice(["split", "truncate"]))
 def tenants_set(tenant: str, model: str | None, key_env: str | None, chunk_overflow: str | None) -> None:
-    from .providers import ProviderError
-    from .store.tenants import update_tenant
+    from ..providers import ProviderError
+    from ..store.tenants import update_tenant
 
     store = _store()
     try:
@@ -345,7 +345,7 @@ def tenants_set(tenant: str, model: str | None, key_env: str | None, chunk_overf
 @tenants.command("show")
 @click.option("--json", "as_json", is_flag=True)
 def tenants_show(as_json: bool) -> None:
-    from .store.tenants import all_tenant_settings
+    from ..store.tenants import all_tenant_settings
 
     store = _store()
     with store.connect() as conn:
@@ -371,7 +371,7 @@ def tenants_show(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def backfill(tenants: list[str], model_key: str | None, dry_run: bool, batch_size: int | None, as_json: bool) -> None:
     """Embed everything missing for TENANTS (default: all), through Dagster runs, resumable after any kill."""
-    from .defs.assets import COMMIT_TAG, MODEL_TAG
+    from ..defs.assets import COMMIT_TAG, MODEL_TAG
 
     tenants = tenants or _all_tenants()
     if dry_run:
@@ -386,10 +386,10 @@ def backfill(tenants: list[str], model_key: str | None, dry_run: bool, batch_siz
 
 
 def _backfill_plan(tenants: list[str], model_key: str | None, as_json: bool) -> None:
-    from .backfill import measured_throughput, plan_tenant, throughput_history
-    from .defs.resources import EmbeddingModel
-    from .orchestrate import local_instance
-    from .providers import ProviderError
+    from ..defs.resources import EmbeddingModel
+    from ..pipeline.backfill import measured_throughput, plan_tenant, throughput_history
+    from ..providers import ProviderError
+    from .runner import local_instance
 
     store, instance = _store(), local_instance()
     plans = []
@@ -426,7 +426,7 @@ def models() -> None:
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def models_list(as_json: bool) -> None:
-    from .store.models import list_models
+    from ..store.models import list_models
 
     store = _store()
     with store.connect() as conn:
@@ -447,7 +447,7 @@ def models_list(as_json: bool) -> None:
 @click.argument("model_key")
 def models_retire(model_key: str) -> None:
     """Drop MODEL_KEY's vectors. Refused while it is any tenant's active model."""
-    from .store.models import ModelInUse, retire_model
+    from ..store.models import ModelInUse, retire_model
 
     store = _store()
     try:
@@ -464,8 +464,8 @@ def models_retire(model_key: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def models_prune(days: float | None, dry_run: bool, as_json: bool) -> None:
     """Retire every model no tenant has searched with for DAYS (what the `model_retention` job does)."""
-    from .config import model_retention_days
-    from .store.models import apply_retention
+    from ..config import model_retention_days
+    from ..store.models import apply_retention
 
     days = days if days is not None else model_retention_days()
     if days is None:
@@ -490,9 +490,9 @@ def models_prune(days: float | None, dry_run: bool, as_json: bool) -> None:
 )
 def models_activate(model_key: str, tenants: list[str]) -> None:
     """Switch TENANTs' search to MODEL_KEY now (e.g. past a failed quality gate). Refused below 100% coverage."""
-    from .store import tenants as tenant_store
-    from .store import vectors
-    from .store.models import chunk_set_of, vector_table_of
+    from ..store import tenants as tenant_store
+    from ..store import vectors
+    from ..store.models import chunk_set_of, vector_table_of
 
     store = _store()
     with store.connect() as conn:
@@ -524,8 +524,8 @@ def gate() -> None:
 @click.option("--split", default="test", show_default=True, help="qrels/SPLIT.tsv")
 def gate_set(dataset: Path, tenant: str, split: str) -> None:
     """Load DATASET's queries.jsonl and qrels/SPLIT.tsv (BEIR layout) as TENANT's quality queries."""
-    from .search.evaluate import load_qrels, load_queries
-    from .store.quality import set_queries
+    from ..search.evaluate import load_qrels, load_queries
+    from ..store.quality import set_queries
 
     store = _store()
     with store.connect() as conn:
@@ -539,8 +539,8 @@ def gate_set(dataset: Path, tenant: str, split: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def gate_show(tenant: str, as_json: bool) -> None:
     """TENANT's quality queries and the allowed nDCG@10 drop."""
-    from .search.gate import max_drop
-    from .store.quality import queries_of
+    from ..search.gate import max_drop
+    from ..store.quality import queries_of
 
     store = _store()
     with store.connect() as conn:
@@ -558,7 +558,7 @@ def gate_show(tenant: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def lineage_cmd(chunk_id: str | None, doc_id: str | None, tenant: str, as_json: bool) -> None:
     """Which model, revision, chunker and Dagster run produced each vector of a chunk or document."""
-    from .store.models import lineage
+    from ..store.models import lineage
 
     if (chunk_id is None) == (doc_id is None):
         raise click.UsageError("give exactly one of --chunk or --doc")
@@ -590,8 +590,8 @@ def lineage_cmd(chunk_id: str | None, doc_id: str | None, tenant: str, as_json: 
 )
 def demo(corpus: Path) -> None:
     """Ingest the sample corpus for its tenants, materialize every tenant, print the per-tenant table."""
-    from .ingest import read_paths
-    from .store.documents import upsert_documents
+    from ..pipeline.ingest import read_paths
+    from ..store.documents import upsert_documents
 
     tenants = sorted(p.name for p in corpus.iterdir() if p.is_dir())
     store = _store()
@@ -618,8 +618,8 @@ def demo(corpus: Path) -> None:
 @click.option("--port", default=3000, show_default=True)
 def dev(port: int) -> None:
     """Open the Dagster UI (webserver + daemon) on the same data as the CLI."""
-    from .orchestrate import ensure_dagster_home
-    from .store.server import database_url
+    from ..store.server import database_url
+    from .runner import ensure_dagster_home
 
     os.environ["EMBEDDINGS_HOME"] = str(embeddings_home())
     database_url()  # start the embedded server first, so runs and sensors find it up

@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass
 import psycopg
 from psycopg import sql
 
-from .providers.base import EmbeddingProvider
+from ..providers.base import EmbeddingProvider
+from ..store import vectors
+from ..store.db import relation_exists, source_relation, table
 from .steps import target_chunk_set
-from .store import vectors
-from .store.db import relation_exists, source_relation, table
 
 SAMPLE = 64
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import dagster_home
+from ..config import dagster_home
 
 if TYPE_CHECKING:
     import dagster as dg
 
-_REPO_INSTANCE_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
+_REPO_INSTANCE_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 _DEFAULT_INSTANCE_YAML = "telemetry:\n  enabled: false\n"
 # The CLI shows its own progress; Dagster's console logger speaks only of problems (the UI keeps everything).
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -43,7 +43,7 @@ def local_instance() -> dg.DagsterInstance:
 
 def sync_tenant_partitions(instance: dg.DagsterInstance, tenants: Sequence[str]) -> list[str]:
     """Add tenants that have no partition yet; returns the ones added."""
-    from .defs.partitions import tenant_partitions
+    from ..defs.partitions import tenant_partitions
 
     assert tenant_partitions.name is not None
     known = set(instance.get_dynamic_partitions(tenant_partitions.name))
@@ -93,7 +93,7 @@ def materialize_tenants(
     tags: dict[str, str] | None = None,
 ) -> list[TenantRun]:
     """One Dagster run per tenant (blocks, chunks, embeddings). A failing tenant never stops the others."""
-    from .definitions import defs
+    from ..definitions import defs
 
     instance = instance or local_instance()
     sync_tenant_partitions(instance, tenants)
