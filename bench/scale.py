@@ -71,14 +71,16 @@ def main() -> None:
     import dagster as dg
 
     from embeddings_pipeline.cli.runner import materialize_tenants
-    from embeddings_pipeline.defs.resources import EmbeddingModel, PipelineStore
+    from embeddings_pipeline.pipeline import model_change
     from embeddings_pipeline.search import search_mode
     from embeddings_pipeline.store.documents import SourceDocument, upsert_documents
+    from embeddings_pipeline.store.scope import Scope
+    from embeddings_pipeline.store.session import Database
     from embeddings_pipeline.store.status import tenant_status
     from embeddings_pipeline_tests.standin_server import StandinServer
 
     result: dict[str, object] = {}
-    store = PipelineStore()
+    store = Database()
     with StandinServer(dims=384) as srv:
         os.environ["OLLAMA_HOST"] = srv.url
         tenants = [f"site-{t:03d}" for t in range(args.tenants)]
@@ -99,7 +101,7 @@ def main() -> None:
                 texts = [
                     r[0] for r in conn.execute(sql.SQL("SELECT text FROM {}.chunks").format(sql.Identifier(schema)))
                 ]
-            provider = EmbeddingModel().provider()
+            provider = model_change.default_loader()
             t0 = time.perf_counter()
             for i in range(0, len(texts), 256):  # the pipeline's commit batch
                 provider.embed_documents(texts[i : i + 256])
@@ -122,7 +124,7 @@ def main() -> None:
 
             big = tenants[0]
             with store.connect() as conn:
-                search_provider = EmbeddingModel().search_provider_for(conn, store.schema, big)
+                search_provider = model_change.search_provider(Scope(conn, store.schema, big))
                 for mode in ("dense", "text", "hybrid"):
                     took = []
                     for q in range(40):
@@ -226,9 +228,9 @@ def _outage(store, srv, instance, tenants: list[str]) -> dict[str, object]:
 
 
 def _identity():
-    from embeddings_pipeline.defs.resources import EmbeddingModel
+    from embeddings_pipeline.pipeline import model_change
 
-    return EmbeddingModel().provider().identity
+    return model_change.default_loader().identity
 
 
 if __name__ == "__main__":

@@ -43,11 +43,12 @@ def main() -> None:
     import dagster as dg
 
     from embeddings_pipeline.cli.runner import materialize_tenants
-    from embeddings_pipeline.defs.resources import EmbeddingModel, PipelineStore
+    from embeddings_pipeline.pipeline import model_change
     from embeddings_pipeline.pipeline.ingest import read_beir_corpus
     from embeddings_pipeline.store.documents import upsert_documents
+    from embeddings_pipeline.store.session import Database
 
-    store, provider = PipelineStore(), EmbeddingModel().provider()
+    store, provider = Database(), model_change.default_loader()
     provider.load()
     provider.embed_documents(["warm up the model"] * 8)
     docs = list(itertools.islice(read_beir_corpus(args.corpus), args.n))

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from embeddings_pipeline.cli import main
 from embeddings_pipeline.cli.runner import local_instance
-from embeddings_pipeline.pipeline import steps
+from embeddings_pipeline.pipeline import model_change, steps
+from embeddings_pipeline.store.scope import Scope
 from embeddings_pipeline.store.status import tenant_status
 
 from .helpers import count, seed
@@ -30,8 +31,9 @@ def test_dry_run_writes_nothing_and_estimates(conn, schema, provider):
     seed(conn, schema, "acme", {"a.txt": paragraphs(20, "valve")}, fmt="text")
     assert runner.invoke(main, ["backfill", "--tenant", "acme"], catch_exceptions=False).exit_code == 0
     seed(conn, schema, "acme", {"b.txt": paragraphs(12, "gasket")}, fmt="text")
-    steps.build_blocks(conn, schema, "acme")
-    steps.build_chunks(conn, schema, "acme", provider)
+    scope = Scope(conn, schema, "acme")
+    steps.build_blocks(scope)
+    steps.build_chunks(scope, model_change.plan(scope, target=provider))
     seed(conn, schema, "acme", {"c.txt": "not chunked yet"}, fmt="text")
     vectors_before = count(conn, schema, provider.identity.vector_table, "acme")
     runs_before = local_instance().get_runs_count()

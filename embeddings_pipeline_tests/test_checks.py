@@ -8,7 +8,8 @@ import pytest
 from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.defs.checks import evaluate_tenant_checks
 from embeddings_pipeline.defs.resources import EmbeddingModel
-from embeddings_pipeline.pipeline import steps
+from embeddings_pipeline.pipeline import model_change
+from embeddings_pipeline.store.scope import Scope
 
 from .helpers import chunks_of, seed
 from .test_embedding_step import StopsAfter
@@ -27,7 +28,7 @@ def embedded(conn, schema, provider):
 
 
 def checks(conn, schema, provider, tenant="acme") -> dict[str, dg.AssetCheckResult]:
-    chunk_set = steps.target_chunk_set(conn, schema, tenant, provider)
+    chunk_set = model_change.target_chunk_set(Scope(conn, schema, tenant), provider)
     return {r.check_name: r for r in evaluate_tenant_checks(conn, schema, provider.identity, tenant, chunk_set)}
 
 
@@ -134,7 +135,9 @@ def test_a_run_that_leaves_chunks_missing_fails_on_the_blocking_check(conn, sche
 
 
 def test_sweep_reports_missing_vectors_per_tenant(embedded, conn, schema, provider):
-    from embeddings_pipeline.definitions import defs
+    from embeddings_pipeline.definitions import defs as load_defs
+
+    defs = load_defs()
 
     table = vt(schema, provider)
     conn.execute(f"UPDATE {table} SET embedding = NULL WHERE tenant_id = 'acme'")  # noqa: S608

@@ -11,7 +11,9 @@ from .helpers import seed
 
 
 def _embed_tenant_job() -> dg.JobDefinition:
-    from embeddings_pipeline.definitions import defs
+    from embeddings_pipeline.definitions import defs as load_defs
+
+    defs = load_defs()
 
     return defs.resolve_job_def("embed_tenant")
 

@@ -23,7 +23,9 @@ def two_tenants(conn, schema, provider):
 
 
 def sweep(instance):
-    from embeddings_pipeline.definitions import defs
+    from embeddings_pipeline.definitions import defs as load_defs
+
+    defs = load_defs()
 
     result = defs.resolve_job_def("vector_sweep").execute_in_process(instance=instance)
     (evaluation,) = result.get_asset_check_evaluations()

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embeddings_pipeline.pipeline import steps
+from embeddings_pipeline.pipeline import model_change, steps
 from embeddings_pipeline.store import vectors
+from embeddings_pipeline.store.scope import Scope
 from embeddings_pipeline.store.status import tenant_status
 
 from .helpers import count, seed
@@ -41,10 +42,16 @@ class WrongDimensions(StopsAfter):
         return np.ones((len(texts), self.identity.dims + 1), dtype=np.float32)
 
 
+def embed(conn, schema, provider, run_id, **options) -> steps.EmbeddingsReport:
+    scope = Scope(conn, schema, "acme")
+    return steps.build_embeddings(scope, model_change.plan(scope, target=provider), run_id, **options)
+
+
 def _prepare(conn, schema, provider) -> int:
     seed(conn, schema, "acme", {"doc.txt": DOC}, fmt="text")
-    steps.build_blocks(conn, schema, "acme")
-    steps.build_chunks(conn, schema, "acme", provider)
+    scope = Scope(conn, schema, "acme")
+    steps.build_blocks(scope)
+    steps.build_chunks(scope, model_change.plan(scope, target=provider))
     return count(conn, schema, "chunks", "acme")
 
 
@@ -52,14 +59,14 @@ def test_interrupted_run_keeps_committed_batches_and_resumes(conn, schema, provi
     total = _prepare(conn, schema, provider)
     assert total == 12
     with pytest.raises(steps.EmbeddingIncomplete, match=r"tenant 'acme': 8 of 12 chunks have no vector"):
-        steps.build_embeddings(conn, schema, "acme", StopsAfter(provider, 1), "run-1", commit_every=4)
+        embed(conn, schema, StopsAfter(provider, 1), "run-1", commit_every=4)
     key = provider.identity.model_key
     assert tenant_status(conn, schema, "acme", key).vectors == 4
     errors = conn.execute(
         f"SELECT count(*), min(error_kind), min(message) FROM {schema}.embedding_errors"  # noqa: S608
     ).fetchone()
     assert errors == (8, "ConnectionError", "provider went away")
-    report = steps.build_embeddings(conn, schema, "acme", provider, "run-2", commit_every=4)
+    report = embed(conn, schema, provider, "run-2", commit_every=4)
     assert (report.embedded, report.reused, report.chunks) == (8, 4, 12)
     assert tenant_status(conn, schema, "acme", key).missing == 0
     assert count(conn, schema, "embedding_errors", "acme") == 0
@@ -68,7 +75,7 @@ def test_interrupted_run_keeps_committed_batches_and_resumes(conn, schema, provi
 def test_wrong_dimension_is_rejected_before_anything_is_written(conn, schema, provider):
     _prepare(conn, schema, provider)
     with pytest.raises(steps.EmbeddingIncomplete, match="12 of 12"):
-        steps.build_embeddings(conn, schema, "acme", WrongDimensions(provider, 99), "run-1")
+        embed(conn, schema, WrongDimensions(provider, 99), "run-1")
     assert count(conn, schema, provider.identity.vector_table, "acme") == 0
     kinds = conn.execute(f"SELECT DISTINCT error_kind FROM {schema}.embedding_errors").fetchall()  # noqa: S608
     assert kinds == [("VectorValidationError",)]

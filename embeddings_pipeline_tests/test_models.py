@@ -12,10 +12,11 @@ from click.testing import CliRunner
 from embeddings_pipeline.cli import main
 from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.defs.resources import EmbeddingModel
-from embeddings_pipeline.pipeline import steps
+from embeddings_pipeline.pipeline import model_change
 from embeddings_pipeline.search import search
 from embeddings_pipeline.store.checks import missing_by_tenant
 from embeddings_pipeline.store.models import ModelInUse, lineage, list_models, retire_model
+from embeddings_pipeline.store.scope import Scope
 from embeddings_pipeline.store.tenants import tenant_settings, update_tenant
 
 from .helpers import count, seed, vector_rows
@@ -27,7 +28,7 @@ DOC = "\n\n".join(f"Paragraph {i}: the cold store in hall {i} keeps vaccines at 
 
 
 def hits_model(conn, schema, tenant="acme") -> set[str]:
-    provider = EmbeddingModel().search_provider_for(conn, schema, tenant)
+    provider = model_change.search_provider(Scope(conn, schema, tenant))
     return {h.model_key for h in search(conn, schema, provider, tenant, "vaccine storage temperature", k=5)}
 
 
@@ -120,7 +121,7 @@ def test_model_change_to_another_tokenizer_limit_and_dimension(conn, schema, pro
         monkeypatch.setenv("OLLAMA_HOST", srv.url)
         update_tenant(conn, schema, "acme", model="ollama:nomic-embed-text?max_tokens=24")
         target = EmbeddingModel().provider("ollama:nomic-embed-text?max_tokens=24")
-        new, new_set = target.identity.model_key, steps.chunker_version_for(target)
+        new, new_set = target.identity.model_key, model_change.chunk_set_for(target)
         assert target.identity.dims == 768 and new_set != old_set
 
         # the provider refuses one input: the new model stays below 100%, the tenant keeps searching the old one
@@ -142,7 +143,7 @@ def test_model_change_to_another_tokenizer_limit_and_dimension(conn, schema, pro
         seed(conn, schema, "acme", {"news.txt": "The vaccine fridge of hall 99 moved to building C."}, fmt="text")
         (during,) = materialize_tenants(["acme"], instance=instance)
         assert not during.success and during.metadata["serving_embedded"] == 1
-        provider_old = EmbeddingModel().search_provider_for(conn, schema, "acme")
+        provider_old = model_change.search_provider(Scope(conn, schema, "acme"))
         top = search(conn, schema, provider_old, "acme", "where did the vaccine fridge move?", k=1)[0]
         assert (top.doc_id, top.model_key) == ("news.txt", old)
 
@@ -191,7 +192,9 @@ def sets(conn, schema, tenant="acme") -> dict[str, int]:
 def test_retention_retires_a_model_only_once_no_tenant_has_searched_with_it_for_long_enough(
     conn, schema, provider, monkeypatch
 ):
-    from embeddings_pipeline.definitions import defs
+    from embeddings_pipeline.definitions import defs as load_defs
+
+    defs = load_defs()
 
     instance = dg.DagsterInstance.ephemeral()
     for tenant in ("acme", "globex"):

@@ -26,7 +26,9 @@ def test_nightly_reconcile_requests_every_tenant_once():
 
 
 def test_reconcile_run_restores_rows_deleted_behind_the_pipelines_back(conn, schema, provider):
-    from embeddings_pipeline.definitions import defs
+    from embeddings_pipeline.definitions import defs as load_defs
+
+    defs = load_defs()
 
     seed(conn, schema, "acme", {"a.md": "# Dock\n\nRobots charge overnight.\n\nKeys are at the desk."})
     instance = dg.DagsterInstance.ephemeral()

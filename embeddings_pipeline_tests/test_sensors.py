@@ -98,7 +98,9 @@ def test_unusable_tenant_ids_in_the_source_are_skipped_not_fatal(conn, schema, s
 
 
 def test_automation_requests_exactly_the_changed_tenants(conn, schema, store):
-    from embeddings_pipeline.definitions import defs
+    from embeddings_pipeline.definitions import defs as load_defs
+
+    defs = load_defs()
 
     instance = dg.DagsterInstance.ephemeral()
     # the daemon has been evaluating all along: a first evaluation sets the baseline
@@ -148,30 +150,36 @@ def test_schema_change_rematerializes_every_tenant(conn, schema, store):
         assert {r.tags["embeddings/reason"] for r in changed.run_requests} == {"schema_change"}
 
 
+def _reloaded_defs() -> dg.Definitions:
+    """The code location as a fresh process loads it: the modules of `defs/` that build assets are imported anew
+    (resources and partitions are kept, as a code server keeps them across a reload)."""
+    import sys
+
+    from embeddings_pipeline.definitions import defs as load_defs
+
+    kept = ("embeddings_pipeline.defs.resources", "embeddings_pipeline.defs.partitions")
+    for name in [m for m in sys.modules if m.startswith("embeddings_pipeline.defs.") and m not in kept]:
+        del sys.modules[name]
+    return load_defs()
+
+
 def test_a_new_default_model_rebuilds_every_tenant(monkeypatch):
     """EMBEDDINGS_MODEL is part of the code version of chunks and embeddings: changing it re-requests every
     tenant partition (the new model is then filled side by side)."""
-    import importlib
-
-    import embeddings_pipeline.definitions as definitions
-    import embeddings_pipeline.defs.assets as assets
-
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("tenant", ["acme", "globex"])
     for key in ("documents", "blocks", "chunks", "embeddings"):
         for t in ("acme", "globex"):
             instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=t))
-    first = dg.evaluate_automation_conditions(defs=definitions.defs, instance=instance)
+    first = dg.evaluate_automation_conditions(defs=_reloaded_defs(), instance=instance)
     assert first.total_requested == 0
     try:
         monkeypatch.setenv("EMBEDDINGS_MODEL", "sentence-transformers:all-MiniLM-L6-v2?query_prefix=q: ")
-        importlib.reload(assets)
-        changed = importlib.reload(definitions).defs
+        changed = _reloaded_defs()
         result = dg.evaluate_automation_conditions(defs=changed, instance=instance, cursor=first.cursor)
         for key in ("chunks", "embeddings"):
             assert result.get_requested_partitions(dg.AssetKey(key)) == {"acme", "globex"}
         assert result.get_requested_partitions(dg.AssetKey("blocks")) == set()
     finally:
         monkeypatch.delenv("EMBEDDINGS_MODEL")
-        importlib.reload(assets)
-        importlib.reload(definitions)
+        _reloaded_defs()

@@ -4,12 +4,12 @@ import hashlib
 from datetime import timedelta
 
 import dagster as dg
-import psycopg
 
 from ..config import Settings
-from ..pipeline import steps
-from ..providers import EmbeddingProvider, ProviderError
+from ..pipeline import model_change, steps
+from ..providers import ProviderError
 from ..store.db import tenant_lock
+from ..store.scope import Scope
 from ..text.chunks import CHUNKER_VERSION
 from .checks import CHECK_SPECS, evaluate_tenant_checks
 from .partitions import tenant_partitions
@@ -72,7 +72,7 @@ def blocks(context: dg.AssetExecutionContext, store: PipelineStore) -> dg.Materi
     # document; only texts that really changed are re-embedded
     full = context.run.tags.get(REASON_TAG) in ("reconcile", "schema_change")
     with store.connect() as conn, tenant_lock(conn, store.schema, tenant):
-        report = steps.build_blocks(conn, store.schema, tenant, full=full)
+        report = steps.build_blocks(Scope(conn, store.schema, tenant), full=full)
     context.log.info("tenant %r: %s", tenant, report)
     return dg.MaterializeResult(metadata={**report.as_metadata(), "tenant": tenant, "full_reconcile": full})
 
@@ -90,9 +90,8 @@ def blocks(context: dg.AssetExecutionContext, store: PipelineStore) -> dg.Materi
 def chunks(context: dg.AssetExecutionContext, store: PipelineStore, model: EmbeddingModel) -> dg.MaterializeResult:
     tenant = context.partition_key
     with store.connect() as conn, tenant_lock(conn, store.schema, tenant):
-        provider = model.provider_for(conn, store.schema, tenant, context.run.tags.get(MODEL_TAG))
-        serving = _active_provider(context, model, conn, store.schema, tenant, provider)
-        report = steps.build_chunks(conn, store.schema, tenant, provider, serving=serving)
+        scope = Scope(conn, store.schema, tenant)
+        report = steps.build_chunks(scope, model_change.plan(scope, model.provider, context.run.tags.get(MODEL_TAG)))
     context.log.info("tenant %r: %s", tenant, report)
     return dg.MaterializeResult(metadata={**report.as_metadata(), "tenant": tenant})
 
@@ -110,28 +109,22 @@ def chunks(context: dg.AssetExecutionContext, store: PipelineStore, model: Embed
     description="pgvector embeddings of every live chunk by the tenant's model, with lineage on each row.",
 )
 def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: EmbeddingModel) -> dg.MaterializeResult:
-    tenant = context.partition_key
+    tenant, run_id = context.partition_key, context.run.run_id
+    commit_every = int(context.run.tags.get(COMMIT_TAG, "256"))
     failure = None
     with store.connect() as conn, tenant_lock(conn, store.schema, tenant):
-        provider = model.provider_for(conn, store.schema, tenant, context.run.tags.get(MODEL_TAG))
-        identity = provider.identity
-        commit_every = int(context.run.tags.get(COMMIT_TAG, "256"))
-        active = _active_provider(context, model, conn, store.schema, tenant, provider)
-        serving = _refresh_serving(context, conn, store.schema, tenant, provider, active, commit_every)
-        # a backfill of another registered model fills its vectors; only the tenant's own model takes over search
-        backfill_of = context.run.tags.get(MODEL_TAG)
-        own = backfill_of is None or model.provider_for(conn, store.schema, tenant).identity.model_key == backfill_of
+        scope = Scope(conn, store.schema, tenant)
+        plan = model_change.plan(scope, model.provider, context.run.tags.get(MODEL_TAG))
+        identity = plan.target.identity
+        serving = _refresh_serving(context, scope, plan, commit_every)
         try:
-            report = steps.build_embeddings(
-                conn, store.schema, tenant, provider, context.run.run_id,
-                commit_every=commit_every, activate=own, active=active,
-            )  # fmt: skip
+            report = steps.build_embeddings(scope, plan, run_id, commit_every=commit_every)
         except steps.EmbeddingIncomplete as exc:
             # Not raised: the blocking `no_missing_vectors` check fails the run, with counts and examples.
             context.log.error(str(exc))
             report, failure = exc.report, str(exc)
         check_results = evaluate_tenant_checks(
-            conn, store.schema, identity, tenant, report.chunker_version, failure, report.gate
+            conn, store.schema, identity, tenant, report.chunk_set, failure, report.gate
         )
     context.log.info("tenant %r: %s", tenant, report.as_metadata())
     return dg.MaterializeResult(
@@ -150,39 +143,19 @@ def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: E
     )
 
 
-def _active_provider(
-    context: dg.AssetExecutionContext,
-    model: EmbeddingModel,
-    conn: psycopg.Connection,
-    schema: str,
-    tenant: str,
-    target: EmbeddingProvider,
-) -> EmbeddingProvider | None:
-    try:
-        return model.active_provider_for(conn, schema, tenant, target)
-    except ProviderError as exc:
-        context.log.warning(f"tenant {tenant!r}: the active model cannot be loaded, its chunk set is left as is: {exc}")
-        return None
-
-
 def _refresh_serving(
-    context: dg.AssetExecutionContext,
-    conn: psycopg.Connection,
-    schema: str,
-    tenant: str,
-    target: EmbeddingProvider,
-    serving: EmbeddingProvider | None,
-    commit_every: int,
+    context: dg.AssetExecutionContext, scope: Scope, plan: model_change.ModelPlan, commit_every: int
 ) -> dict[str, object]:
     """While a new model is being filled, keep the active one current for changed content (search stays fresh).
     Its failure does not fail the run: the sweep reports the active model's missing vectors."""
+    if plan.active_problem:
+        context.log.warning(f"tenant {scope.tenant_id!r}: {plan.active_problem}")
     try:
-        report = steps.refresh_serving(conn, schema, tenant, target, serving, context.run.run_id,
-                                       commit_every=commit_every)  # fmt: skip
+        report = steps.refresh_serving(scope, plan, context.run.run_id, commit_every=commit_every)
     except (steps.EmbeddingIncomplete, ProviderError) as exc:
-        context.log.warning(f"tenant {tenant!r}: the active model could not embed every changed chunk: {exc}")
+        context.log.warning(f"tenant {scope.tenant_id!r}: the active model could not embed every changed chunk: {exc}")
         missing = exc.report.failed if isinstance(exc, steps.EmbeddingIncomplete) else -1
-        return {"serving_model_key": serving.identity.model_key if serving else "", "serving_missing": missing}
+        return {"serving_model_key": plan.active_model_key or "", "serving_missing": missing}
     if report is None:
         return {}
     return {"serving_model_key": report.model_key, "serving_embedded": report.embedded, "serving_missing": 0}

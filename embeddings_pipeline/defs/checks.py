@@ -6,8 +6,8 @@ from __future__ import annotations
 import dagster as dg
 import psycopg
 
+from ..pipeline.model_change import GateResult
 from ..providers.base import ModelIdentity
-from ..search.gate import GateResult
 from ..store import checks as facts
 from .resources import EmbeddingModel, PipelineStore
 

@@ -6,13 +6,10 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
-import psycopg
-from psycopg import sql
-
 from ..providers.base import EmbeddingProvider
-from ..store import vectors
-from ..store.db import relation_exists, source_relation, table
-from .steps import target_chunk_set
+from ..store import backlog
+from ..store.scope import Scope
+from .model_change import target_chunk_set
 
 SAMPLE = 64
 
@@ -28,29 +25,6 @@ class TenantPlan:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def documents_not_chunked(conn: psycopg.Connection, schema: str, tenant_id: str, chunk_set: str) -> int:
-    """Live documents changed since they were last parsed, or not yet chunked into `chunk_set`: their chunks
-    (and vectors) are still to come."""
-    row = conn.execute(
-        sql.SQL(
-            """
-            SELECT count(*) FROM {docs} d
-              LEFT JOIN {parsed} p ON p.tenant_id = d.tenant_id AND p.doc_id = d.doc_id
-              LEFT JOIN {done} s ON s.tenant_id = d.tenant_id AND s.doc_id = d.doc_id AND s.chunker_version = %s
-             WHERE d.tenant_id = %s AND d.deleted_at IS NULL
-               AND (p.doc_id IS NULL OR p.source_updated_at IS DISTINCT FROM d.updated_at
-                    OR s.blocks_version IS DISTINCT FROM p.blocks_version)
-            """
-        ).format(
-            docs=source_relation(schema),
-            parsed=table(schema, "parsed_documents"),
-            done=table(schema, "chunked_documents"),
-        ),
-        (chunk_set, tenant_id),
-    ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def throughput_history(instance: object, model_key: str, limit: int = 50) -> list[float]:
@@ -81,37 +55,17 @@ def measured_throughput(history: list[float], provider: EmbeddingProvider, sampl
     return len(sample) / max(time.perf_counter() - started, 1e-6)
 
 
-def plan_tenant(
-    conn: psycopg.Connection, schema: str, tenant_id: str, provider: EmbeddingProvider
-) -> tuple[TenantPlan, list[str]]:
-    """Counts for one tenant (writes nothing: the model's vector table may not even exist yet)."""
+def plan_tenant(scope: Scope, provider: EmbeddingProvider) -> tuple[TenantPlan, list[str]]:
+    """Counts for one tenant, and a sample of the texts still to embed (writes nothing)."""
     identity = provider.identity
-    chunk_set = target_chunk_set(conn, schema, tenant_id, provider)
-    if relation_exists(conn, schema, identity.vector_table):
-        pending = vectors.pending_chunks(conn, schema, identity.vector_table, tenant_id, chunk_set)
-        texts = [p.text for p in pending]
-    else:
-        texts = [
-            r[0]
-            for r in conn.execute(
-                sql.SQL("SELECT text FROM {} WHERE tenant_id = %s AND chunker_version = %s").format(
-                    table(schema, "chunks")
-                ),
-                (tenant_id, chunk_set),
-            ).fetchall()
-        ]
-    chunks = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s AND chunker_version = %s").format(
-            table(schema, "chunks")
-        ),
-        (tenant_id, chunk_set),
-    ).fetchone()
+    chunk_set = target_chunk_set(scope, provider)
+    texts = backlog.texts_to_embed(*scope, identity.vector_table, chunk_set)
     plan = TenantPlan(
-        tenant=tenant_id,
+        tenant=scope.tenant_id,
         model_key=identity.model_key,
-        chunks=int(chunks[0]) if chunks else 0,
+        chunks=backlog.chunk_count(*scope, chunk_set),
         to_embed=len(texts),
-        documents_not_chunked=documents_not_chunked(conn, schema, tenant_id, chunk_set),
+        documents_not_chunked=backlog.documents_not_chunked(*scope, chunk_set),
         est_seconds=None,
     )
     return plan, texts[:SAMPLE]

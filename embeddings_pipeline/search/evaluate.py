@@ -8,6 +8,14 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from .dense import search_vector
+
+if TYPE_CHECKING:
+    from ..providers.base import EmbeddingProvider
 
 
 @dataclass(frozen=True)
@@ -77,3 +85,20 @@ def rank_documents(hits: Sequence[tuple[str, float]], limit: int) -> list[str]:
         if len(seen) >= limit:
             break
     return list(seen)
+
+
+def dense_ndcg10(
+    conn: psycopg.Connection,
+    schema: str,
+    tenant_id: str,
+    provider: EmbeddingProvider,
+    chunk_set: str | None,
+    queries: list[tuple[str, dict[str, int]]],
+) -> float:
+    """Mean nDCG@10 of dense retrieval with `provider` on `chunk_set`, documents ranked by their best chunk."""
+    scores = []
+    for text, relevant in queries:
+        vector = provider.embed_query(text)
+        hits = search_vector(conn, schema, provider.identity.vector_table, tenant_id, vector, 100, chunk_set)
+        scores.append(ndcg_at_k(rank_documents([(h.doc_id, h.score) for h in hits], 10), relevant, 10))
+    return sum(scores) / len(scores)

@@ -22,6 +22,18 @@ def vector_table_of(conn: psycopg.Connection, schema: str, model_key: str) -> st
     return str(row[0])
 
 
+def spec_of(conn: psycopg.Connection, schema: str, model_key: str) -> str:
+    """The model spec `model_key` was registered with, to load that model again."""
+    from ..providers import ProviderError
+
+    row = conn.execute(
+        sql.SQL("SELECT spec FROM {} WHERE model_key = %s").format(table(schema, "embedding_models")), (model_key,)
+    ).fetchone()
+    if not row or not row[0]:
+        raise ProviderError(f"model {model_key} is not registered with a spec; see `embeddings-pipeline models list`")
+    return str(row[0])
+
+
 def chunk_set_of(conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str) -> str | None:
     """The chunk set (chunker version) a model's vectors of this tenant belong to: the active set for the
     tenant's active model, else the set holding most of the model's vectors, else the tenant's only set."""
