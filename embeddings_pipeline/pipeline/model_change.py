@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ..config import Settings
 from ..providers import EmbeddingProvider, ProviderError, load_provider
 from ..search.evaluate import dense_ndcg10
-from ..store import content, quality, tenants, vectors
+from ..store import content, quality, tenants, vector_tables, vectors
 from ..store.models import chunk_set_of, spec_of, vector_table_of
 from ..store.scope import Scope
 from ..text.chunks import CHUNKER_VERSION
@@ -234,7 +234,7 @@ def activate(scope: Scope, model_key: str, chunk_set: str) -> bool:
     has none (a model that served nobody fills without one), then the pair switches in one transaction and the
     chunk set search read until now is dropped (its vectors stay until the model is retired). Returns whether
     anything changed."""
-    vectors.ensure_search_index(scope.conn, scope.schema, model_key)
+    vector_tables.ensure_search_index(scope.conn, scope.schema, model_key)
     if not tenants.activate_model(*scope, model_key, chunk_set):
         return False
     content.drop_chunk_sets(*scope, [chunk_set])

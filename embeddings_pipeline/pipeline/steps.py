@@ -13,7 +13,7 @@ import time
 
 from ..providers.base import EmbeddingProvider, ProviderError
 from ..providers.resilience import CircuitOpenError, ErrorKind, ProviderCallError
-from ..store import content, vectors
+from ..store import content, vector_tables, vectors
 from ..store.scope import Scope
 from ..text.blocks import parse_blocks
 from ..text.chunks import chunk_blocks
@@ -113,7 +113,7 @@ def fill(
     """
     conn, schema, tenant_id = scope
     identity = provider.identity
-    vt = vectors.register_model(conn, schema, identity, getattr(provider, "spec", None))
+    vt = vector_tables.register_model(conn, schema, identity, getattr(provider, "spec", None))
     report = EmbeddingsReport(model_key=identity.model_key, chunk_set=chunk_set)
     stats_before = _provider_stats(provider)
     started = time.perf_counter()
