@@ -113,7 +113,7 @@ def test_model_change_to_another_tokenizer_limit_and_dimension(conn, schema, pro
     seed(conn, schema, "other", {"o.txt": "Other tenant, other text."}, fmt="text")
     assert all(r.success for r in materialize_tenants(["acme", "other"], instance=instance))
     old = provider.identity.model_key
-    old_set = tenant_settings(conn, schema, "acme").active_chunker_version
+    old_set = tenant_settings(conn, schema, "acme").active_chunk_set
     old_vectors = count(conn, schema, provider.identity.vector_table, "acme")
     other_before = vector_rows(conn, schema, provider.identity.vector_table, "other")
 
@@ -151,7 +151,7 @@ def test_model_change_to_another_tokenizer_limit_and_dimension(conn, schema, pro
         (done,) = materialize_tenants(["acme"], instance=instance)
         assert done.success, done.error
         settings = tenant_settings(conn, schema, "acme")
-        assert (settings.active_model_key, settings.active_chunker_version) == (new, new_set)
+        assert (settings.active_model_key, settings.active_chunk_set) == (new, new_set)
         assert conn.execute("SELECT to_regclass(%s)::text", (hnsw,)).fetchone() == (hnsw,)
         assert set(sets(conn, schema)) == {new_set}  # the old set went with the switch
         rows = lineage(conn, schema, "acme", doc_id="cold.txt")
@@ -175,7 +175,7 @@ def test_model_change_to_another_tokenizer_limit_and_dimension(conn, schema, pro
         update_tenant(conn, schema, "acme", model="")
         (back,) = materialize_tenants(["acme"], instance=instance)
         assert back.success and back.metadata["embedded"] == 0 and back.metadata["chunks"] == 14
-        assert tenant_settings(conn, schema, "acme").active_chunker_version == old_set
+        assert tenant_settings(conn, schema, "acme").active_chunk_set == old_set
         assert hits_model(conn, schema) == {old}
     assert retire_model(conn, schema, new) == 26  # 24 + POISON + news
     assert {m["model_key"]: m["status"] for m in list_models(conn, schema)}[new] == "retired"

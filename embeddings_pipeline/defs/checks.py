@@ -49,27 +49,26 @@ def evaluate_tenant_checks(
     schema: str,
     identity: ModelIdentity,
     tenant: str,
-    chunker_version: str,
+    chunk_set: str,
     failure: str | None = None,
     gate: GateResult | None = None,
 ) -> list[dg.AssetCheckResult]:
     """The five per-tenant checks of the model's chunk set, evaluated on the rows as they are now."""
     keys = facts.model_keys(conn, schema, identity, tenant)
-    cv = chunker_version
     missing_extra = {
         "model_key": identity.model_key,
-        "chunker_version": cv,
+        "chunker_version": chunk_set,
         **({"run_error": failure} if failure else {}),
     }
     return [
         _result(
             "no_missing_vectors",
-            facts.missing_vectors(conn, schema, identity, tenant, cv),
+            facts.missing_vectors(conn, schema, identity, tenant, chunk_set),
             ERROR,
             tenant,
             **missing_extra,
         ),  # fmt: skip
-        _result("no_stale_vectors", facts.stale_vectors(conn, schema, identity, tenant, cv), ERROR, tenant),
+        _result("no_stale_vectors", facts.stale_vectors(conn, schema, identity, tenant, chunk_set), ERROR, tenant),
         dg.AssetCheckResult(
             check_name="single_model",
             passed=len(keys) <= 1,
@@ -85,7 +84,7 @@ def evaluate_tenant_checks(
         ),
         _result(
             "no_truncation",
-            facts.truncated_chunks(conn, schema, identity, tenant, cv),
+            facts.truncated_chunks(conn, schema, identity, tenant, chunk_set),
             WARN,
             tenant,
             max_tokens=identity.max_tokens,

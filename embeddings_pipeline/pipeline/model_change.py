@@ -147,7 +147,7 @@ def plan(
         target=target,
         chunk_set=chunk_set_for(target, settings.chunk_overflow),
         active_model_key=settings.active_model_key,
-        active_chunk_set=settings.active_chunker_version,
+        active_chunk_set=settings.active_chunk_set,
         active=active,
         takes_over=takes_over,
         active_problem=problem,

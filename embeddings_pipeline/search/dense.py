@@ -42,7 +42,7 @@ def search_vector(
     tenant_id: str,
     query: np.ndarray,
     k: int = 10,
-    chunker_version: str | None = None,
+    chunk_set: str | None = None,
 ) -> list[SearchHit]:
     """Top-k chunks of `tenant_id` by cosine similarity, from one chunk set (all of the model's when None).
     Only that tenant's rows are ever read."""
@@ -65,10 +65,10 @@ def search_vector(
                          ORDER BY embedding <=> %(q)s LIMIT %(k)s) v
                   JOIN {chunks} c ON c.tenant_id = %(t)s AND c.chunk_id = v.chunk_id
                                  AND c.content_hash = v.content_hash
-                                 AND (%(cv)s::text IS NULL OR c.chunker_version = %(cv)s)
+                                 AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
                  ORDER BY v.distance
                 """
             ).format(v=table(schema, vector_table), chunks=table(schema, "chunks")),
-            {"q": query, "t": tenant_id, "k": k, "cv": chunker_version},
+            {"q": query, "t": tenant_id, "k": k, "chunk_set": chunk_set},
         ).fetchall()
     return [SearchHit(r[0], r[1], r[2], float(r[3]), r[4], r[5]) for r in rows]

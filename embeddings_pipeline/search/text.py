@@ -21,17 +21,17 @@ WITH terms AS MATERIALIZED (
 ),
 corpus AS MATERIALIZED (
     SELECT count(*)::float8 AS n, greatest(avg(c.token_count), 1)::float8 AS avglen FROM {chunks} c
-     WHERE c.tenant_id = %(t)s AND (%(cv)s::text IS NULL OR c.chunker_version = %(cv)s)
+     WHERE c.tenant_id = %(t)s AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
 ),
 df AS MATERIALIZED (
     SELECT t.lexeme, count(c.chunk_id)::float8 AS df
       FROM terms t JOIN {chunks} c ON c.tsv @@ t.tsq
-     WHERE c.tenant_id = %(t)s AND (%(cv)s::text IS NULL OR c.chunker_version = %(cv)s)
+     WHERE c.tenant_id = %(t)s AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
      GROUP BY t.lexeme
 ),
 candidates AS MATERIALIZED (
     SELECT c.chunk_id, c.doc_id, c.text, c.tsv, c.token_count FROM {chunks} c
-     WHERE c.tenant_id = %(t)s AND (%(cv)s::text IS NULL OR c.chunker_version = %(cv)s)
+     WHERE c.tenant_id = %(t)s AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
        AND c.tsv @@ (SELECT tsquery_or_all FROM (SELECT string_agg(tsq::text, ' | ')::tsquery AS tsquery_or_all
                                                     FROM terms) q)
 )
@@ -54,7 +54,7 @@ def search_text(
     tenant_id: str,
     query: str,
     k: int = 10,
-    chunker_version: str | None = None,
+    chunk_set: str | None = None,
 ) -> list[SearchHit]:
     """Top-k chunks of `tenant_id` by BM25 over the chunk texts; empty when no query word is indexed."""
     validate_tenant_id(tenant_id)
@@ -62,6 +62,6 @@ def search_text(
         raise ValueError("k must be at least 1")
     rows = conn.execute(
         sql.SQL(_SEARCH).format(chunks=table(schema, "chunks")),
-        {"text": query.replace("\x00", " "), "t": tenant_id, "cv": chunker_version, "k": k},
+        {"text": query.replace("\x00", " "), "t": tenant_id, "chunk_set": chunk_set, "k": k},
     ).fetchall()
     return [SearchHit(r[0], r[1], r[2], float(r[3]), "", "") for r in rows]

@@ -130,9 +130,9 @@ class DocumentToChunk:
 
 
 def documents_to_chunk(
-    conn: psycopg.Connection, schema: str, tenant_id: str, chunker_version: str
+    conn: psycopg.Connection, schema: str, tenant_id: str, chunk_set: str
 ) -> list[DocumentToChunk]:
-    """Parsed documents whose blocks changed since the chunk set `chunker_version` was built from them."""
+    """Parsed documents whose blocks changed since `chunk_set` was built from them."""
     rows = conn.execute(
         sql.SQL(
             """
@@ -148,7 +148,7 @@ def documents_to_chunk(
             docs=source_relation(schema),
             done=table(schema, "chunked_documents"),
         ),
-        (chunker_version, tenant_id),
+        (chunk_set, tenant_id),
     ).fetchall()
     return [DocumentToChunk(*r) for r in rows]
 
@@ -172,12 +172,12 @@ def replace_chunks(
     schema: str,
     tenant_id: str,
     chunked: Sequence[tuple[DocumentToChunk, Sequence[Chunk]]],
-    chunker_version: str,
+    chunk_set: str,
 ) -> int:
     columns = ("tenant_id", "chunk_id", "block_id", "doc_id", "ordinal", "text", "content_hash", "token_count",
                "chunker_version")  # fmt: skip
     rows = (
-        (tenant_id, c.chunk_id, c.block_id, c.doc_id, c.ordinal, c.text, c.content_hash, c.token_count, chunker_version)
+        (tenant_id, c.chunk_id, c.block_id, c.doc_id, c.ordinal, c.text, c.content_hash, c.token_count, chunk_set)
         for _, chunks in chunked
         for c in chunks
     )
@@ -186,7 +186,7 @@ def replace_chunks(
             sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND chunker_version = %s AND doc_id = ANY(%s)").format(
                 table(schema, "chunks")
             ),
-            (tenant_id, chunker_version, [doc.doc_id for doc, _ in chunked]),
+            (tenant_id, chunk_set, [doc.doc_id for doc, _ in chunked]),
         )
         n = _copy_rows(conn, schema, "chunks", columns, rows)
         conn.cursor().executemany(
@@ -196,7 +196,7 @@ def replace_chunks(
                 ON CONFLICT (tenant_id, doc_id, chunker_version) DO UPDATE SET blocks_version = EXCLUDED.blocks_version
                 """
             ).format(table(schema, "chunked_documents")),
-            [(tenant_id, doc.doc_id, chunker_version, doc.blocks_version) for doc, _ in chunked],
+            [(tenant_id, doc.doc_id, chunk_set, doc.blocks_version) for doc, _ in chunked],
         )
     return n
 

@@ -29,12 +29,12 @@ class TenantStatus:
 
 
 def tenant_status(
-    conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str, chunker_version: str | None = None
+    conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str, chunk_set: str | None = None
 ) -> TenantStatus:
     """Counts for one tenant against one model and its chunk set (by default the set its vectors belong to, see
     `chunk_set_of`). `chunks` = live chunks of that set; `vectors` = current non-NULL vectors; `missing` =
     chunks without one (none, NULL, or stale); `stale` = vectors whose text hash differs from their chunk's."""
-    cv = chunker_version or chunk_set_of(conn, schema, tenant_id, model_key)
+    chunk_set = chunk_set or chunk_set_of(conn, schema, tenant_id, model_key)
     q = {
         "documents": "SELECT count(*) FROM {documents} WHERE tenant_id = %(t)s AND deleted_at IS NULL",
         "blocks": "SELECT count(*) FROM {blocks} WHERE tenant_id = %(t)s",
@@ -43,12 +43,10 @@ def tenant_status(
     }
     names = {n: table(schema, n) for n in ("blocks", "chunks", "embedding_errors")} | {
         "documents": source_relation(schema),
-        "in_set": sql.SQL("(%(cv)s::text IS NULL OR c.chunker_version = %(cv)s)"),
+        "in_set": sql.SQL("(%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)"),
     }
-    counts = {
-        k: conn.execute(sql.SQL(v).format(**names), {"t": tenant_id, "m": model_key, "cv": cv}).fetchone()[0]  # type: ignore[index]
-        for k, v in q.items()
-    }
+    params = {"t": tenant_id, "m": model_key, "chunk_set": chunk_set}
+    counts = {k: _count(conn, sql.SQL(v).format(**names), params) for k, v in q.items()}
     vt = vector_table_of(conn, schema, model_key)
     vectors = stale = 0
     missing = counts["chunks"]
@@ -63,7 +61,7 @@ def tenant_status(
                  WHERE c.tenant_id = %(t)s AND {in_set}
                 """
             ).format(chunks=names["chunks"], v=table(schema, vt), in_set=names["in_set"]),
-            {"t": tenant_id, "cv": cv},
+            {"t": tenant_id, "chunk_set": chunk_set},
         ).fetchone()
         assert row is not None
         vectors, stale = int(row[0]), int(row[1])
@@ -78,5 +76,10 @@ def tenant_status(
         stale,
         counts["errors"],
         model_key,
-        cv,
+        chunk_set,
     )
+
+
+def _count(conn: psycopg.Connection, query: sql.Composable, params: dict[str, object]) -> int:
+    row = conn.execute(query, params).fetchone()
+    return int(row[0]) if row else 0

@@ -22,12 +22,16 @@ class TenantSettings:
     key_env: str | None = None  # NAME of the environment variable holding the tenant's API key (never the key)
     chunk_overflow: str = "split"
     active_model_key: str | None = None  # the model search uses; switches only at full coverage
-    active_chunker_version: str | None = None  # the chunk set that model's vectors belong to
+    active_chunk_set: str | None = None  # the chunk set that model's vectors belong to
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """As shown by `tenants show --json`: keys are the columns' names (`active_chunker_version`)."""
+        out = asdict(self)
+        out["active_chunker_version"] = out.pop("active_chunk_set")
+        return out
 
 
+# the chunk set column keeps its first name, active_chunker_version
 _COLUMNS = sql.SQL(
     "tenant_id, provider_override, credential_env, chunk_overflow, active_model_key, active_chunker_version"
 )
@@ -111,7 +115,7 @@ def set_chunk_overflow(conn: psycopg.Connection, schema: str, tenant_id: str, po
     update_tenant(conn, schema, tenant_id, chunk_overflow=policy)
 
 
-def activate_model(conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str, chunker_version: str) -> bool:
+def activate_model(conn: psycopg.Connection, schema: str, tenant_id: str, model_key: str, chunk_set: str) -> bool:
     """Make `model_key` with its chunk set the tenant's active pair, in one transaction (search switches to it).
     A model no tenant searches any more is stamped `released_at`, which starts its retention clock.
     Returns whether the pair changed."""
@@ -124,11 +128,11 @@ def activate_model(conn: psycopg.Connection, schema: str, tenant_id: str, model_
             ),
             (tenant_id,),
         ).fetchone()
-        if before == (model_key, chunker_version):
+        if before == (model_key, chunk_set):
             return False
         conn.execute(
             sql.SQL("UPDATE {} SET active_model_key = %s, active_chunker_version = %s WHERE tenant_id = %s").format(t),
-            (model_key, chunker_version, tenant_id),
+            (model_key, chunk_set, tenant_id),
         )
         conn.execute(sql.SQL("UPDATE {} SET released_at = NULL WHERE model_key = %s").format(models), (model_key,))
         if before and before[0] and before[0] != model_key:

@@ -21,7 +21,7 @@ class VectorValidationError(ValueError):
     """Vectors that must not be written: wrong shape, NaN/inf or zero vectors."""
 
 
-def reuse_by_hash(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chunker_version: str) -> int:
+def reuse_by_hash(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chunk_set: str) -> int:
     """Give chunks of the set without a current vector the vector of another chunk with the same text (same
     tenant, same model; the other chunk may be gone or belong to another chunk set).
 
@@ -49,7 +49,7 @@ def reuse_by_hash(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str
                        model_key = EXCLUDED.model_key, run_id = EXCLUDED.run_id, embedded_at = EXCLUDED.embedded_at
                 """
             ).format(v=table(schema, vt), chunks=table(schema, "chunks")),
-            (tenant_id, chunker_version),
+            (tenant_id, chunk_set),
         )
         return cur.rowcount
 
@@ -77,7 +77,7 @@ class PendingChunk:
 
 
 def pending_chunks(
-    conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chunker_version: str
+    conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chunk_set: str
 ) -> list[PendingChunk]:
     """Chunks of the set with no current vector: none, NULL, or computed from other text (stale)."""
     rows = conn.execute(
@@ -89,7 +89,7 @@ def pending_chunks(
                AND (v.chunk_id IS NULL OR v.embedding IS NULL OR v.content_hash IS DISTINCT FROM c.content_hash)
             """
         ).format(v=table(schema, vt), chunks=table(schema, "chunks")),
-        (tenant_id, chunker_version),
+        (tenant_id, chunk_set),
     ).fetchall()
     return [PendingChunk(*r) for r in rows]
 
@@ -164,7 +164,7 @@ def record_errors(
         )
 
 
-def coverage(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chunker_version: str) -> tuple[int, int]:
+def coverage(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chunk_set: str) -> tuple[int, int]:
     """(live chunks of the set, those with a current non-NULL vector)."""
     row = conn.execute(
         sql.SQL(
@@ -175,7 +175,7 @@ def coverage(conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chu
              WHERE c.tenant_id = %s AND c.chunker_version = %s
             """
         ).format(v=table(schema, vt), chunks=table(schema, "chunks")),
-        (tenant_id, chunker_version),
+        (tenant_id, chunk_set),
     ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
