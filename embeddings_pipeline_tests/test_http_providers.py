@@ -11,10 +11,17 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from embeddings_pipeline.providers.base import ProviderError
-from embeddings_pipeline.providers.ollama import OllamaProvider
+from embeddings_pipeline.providers.base import EmbeddingProvider, ProviderError
+from embeddings_pipeline.providers.ollama import OllamaProvider, normalize_host
 from embeddings_pipeline.providers.openai import OpenAICompatibleProvider, estimate_tokens
-from embeddings_pipeline.providers.resilience import CircuitOpenError, ErrorKind, ProviderCallError, RetryPolicy
+from embeddings_pipeline.providers.registry import canonical_spec, load_provider
+from embeddings_pipeline.providers.resilience import (
+    CircuitBreaker,
+    CircuitOpenError,
+    ErrorKind,
+    ProviderCallError,
+    RetryPolicy,
+)
 from embeddings_pipeline.text.tokens import WhitespaceTokenizer
 
 from .standin_server import DEFAULT_DIGEST, StandinServer, standin_vector
@@ -386,3 +393,108 @@ def test_server_down_opens_the_circuit_and_calls_fail_fast(kind: str, srv: Stand
         assert p.stats.circuit_rejections >= 2
     finally:
         p.breaker.record_success()  # breakers are per process: leave this endpoint's closed
+
+
+# ---------------------------------------------------------------------------------------------------- ollama hosts
+
+IPV6 = "[0001:002:003:0004::1]"
+
+
+@pytest.mark.parametrize(
+    "host, url",
+    [  # the ollama client's own rules (the examples of its host parser)
+        (None, "http://127.0.0.1:11434"), ("", "http://127.0.0.1:11434"), ("1.2.3.4", "http://1.2.3.4:11434"),
+        (":56789", "http://127.0.0.1:56789"), ("1.2.3.4:56789", "http://1.2.3.4:56789"),
+        ("http://1.2.3.4", "http://1.2.3.4:80"), ("https://1.2.3.4", "https://1.2.3.4:443"),
+        ("https://1.2.3.4:56789", "https://1.2.3.4:56789"), ("example.com", "http://example.com:11434"),
+        ("example.com:56789", "http://example.com:56789"), ("http://example.com", "http://example.com:80"),
+        ("https://example.com", "https://example.com:443"), ("example.com/", "http://example.com:11434"),
+        ("example.com:56789/", "http://example.com:56789"), ("example.com/path", "http://example.com:11434/path"),
+        ("https://example.com:56789/path", "https://example.com:56789/path"),
+        ("example.com:56789/path/", "http://example.com:56789/path"), (IPV6, f"http://{IPV6}:11434"),
+        (f"{IPV6}:56789", f"http://{IPV6}:56789"), (f"http://{IPV6}", f"http://{IPV6}:80"),
+        (f"https://{IPV6}", f"https://{IPV6}:443"), (f"{IPV6}:56789/path/", f"http://{IPV6}:56789/path"),
+        # user info is dropped, as the client drops it; a port that is not a number is left for the client to refuse
+        ("http://user:hunter2@example.com:8080/x", "http://example.com:8080/x"),
+        ("example.com:port/", "example.com:port"),
+    ],
+)  # fmt: skip
+def test_ollama_host_is_normalised_like_the_client(host: str | None, url: str) -> None:
+    assert normalize_host(host) == url
+
+
+def test_ollama_host_without_scheme_reaches_the_server(srv: StandinServer) -> None:
+    port = srv.url.rsplit(":", 1)[1]
+    p = OllamaProvider(OLLAMA_MODEL, host=f"127.0.0.1:{port}/", policy=FAST)
+    assert p.host == f"http://127.0.0.1:{port}" and p.breaker.name == f"ollama http://127.0.0.1:{port}"
+    assert p.embed_query("hello").shape == (DIMS,)
+    assert srv.requests["/api/embed"] == 2
+
+
+# ---------------------------------------------------------------------------------------------------- the protocol
+
+
+def _protocol_members(p: EmbeddingProvider) -> tuple[str, dict[str, int], object]:
+    """Reads every member of the protocol through its type (not through the concrete class)."""
+    assert p.identity.dims > 0 and p.tokenizer is not None
+    return p.spec, p.counters(), p.breaker
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_counters_are_the_stats_and_how_often_the_circuit_opened(kind: str, srv: StandinServer) -> None:
+    breaker = CircuitBreaker(f"{kind} counters {srv.url}", failure_threshold=1, cooldowns=(0.0,))
+    p = make(kind, srv, breaker=breaker)
+    p.load()
+    before = p.counters()
+    assert before == {**p.stats.as_metadata(), "circuit_opened": 0} and before["retries"] == 0
+    srv.faults.error_next = 1  # one 500: retried, and (threshold 1) it opens the circuit once
+    p.embed_documents(["a", "b"])
+    _, counters, provider_breaker = _protocol_members(p)
+    assert provider_breaker is breaker and breaker.opened_count == 1
+    assert counters == {**p.stats.as_metadata(), "circuit_opened": 1}
+    assert counters["calls"] - before["calls"] == 2 and counters["retries"] == 1 and counters["transient_errors"] == 1
+
+
+def test_spec_is_the_one_loaded_from(srv: StandinServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", srv.url)
+    monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_url)
+    spec = "ollama:nomic-embed-text?passage_prefix=search_document:+&max_tokens=24"
+    p = load_provider(spec)
+    assert isinstance(p, OllamaProvider)
+    assert p.spec == spec  # as given, not re-spelled
+    assert (p.max_tokens, p.passage_prefix, p.query_prefix) == (24, "search_document: ", "")
+    assert load_provider(spec) is p  # cached: one instance, one spec
+
+    q = load_provider("openai:text-embedding-3-small?dimensions=64&query_prefix=q:+", key_env=KEY_ENV)
+    assert isinstance(q, OpenAICompatibleProvider)
+    assert (q.dimensions, q.max_tokens, q.query_prefix, q.api_key_env) == (64, 8191, "q: ", KEY_ENV)
+    r = load_provider("openai:text-embedding-3-small?max_tokens=100", key_env=KEY_ENV)
+    assert isinstance(r, OpenAICompatibleProvider) and (r.max_tokens, r.dimensions) == (100, None)
+
+
+def test_a_directly_built_provider_names_a_spec_that_loads_the_same_model(
+    srv: StandinServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", srv.url)
+    monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_url)
+    ollama = make("ollama", srv, max_tokens=24, query_prefix="search_query: ")
+    openai = make("openai", srv, dimensions=64, passage_prefix="doc: ")
+    assert ollama.spec == "ollama:nomic-embed-text?max_tokens=24&query_prefix=search_query%3A%20"
+    assert openai.spec == "openai:text-embedding-3-small?dimensions=64&passage_prefix=doc%3A%20"
+    assert make("ollama", srv).spec == "ollama:nomic-embed-text"
+    for p in (ollama, openai):
+        assert canonical_spec(p.spec) == p.spec
+        again = load_provider(p.spec, key_env=KEY_ENV)
+        assert again.identity.model_key == p.identity.model_key
+
+
+def test_the_local_provider_counts_calls_and_has_no_breaker(provider: EmbeddingProvider) -> None:
+    before = provider.counters()
+    provider.embed_query("a question")
+    provider.embed_documents(["one passage", "another"])
+    provider.embed_documents([])  # nothing to encode: no call
+    spec, after, breaker = _protocol_members(provider)
+    assert breaker is None and "circuit_opened" not in after
+    assert after["calls"] == before["calls"] + 2
+    assert {k: v for k, v in after.items() if k != "calls"} == dict.fromkeys(after.keys() - {"calls"}, 0)
+    assert spec == "sentence-transformers:all-MiniLM-L6-v2"  # the spec conftest loaded it from

@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import dagster as dg
-from dagster._core.storage.event_log import SqlEventLogStorage
 
 from ..pipeline import alerts as alerting
+from ..retry import causes
 
 PARTITION_TAG = "dagster/partition"
 CHECK_BATCH = 500
@@ -29,18 +30,15 @@ RUN_ALERT_BUDGET_S = 10.0
 FIRST_TICK_LOOKBACK_S = 24 * 3600.0
 CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
 MAX_LISTED = 10
+MAX_CAUSES = 5  # an error and at most four causes in an alert
 
 
 # --- run failures ----------------------------------------------------------------------------------------------
 
 
 def _chain(error: object | None) -> Iterator[object]:
-    """A SerializableErrorInfo and its causes, outermost first (at most 5)."""
-    for _ in range(5):
-        if error is None:
-            return
-        yield error
-        error = getattr(error, "cause", None) or getattr(error, "context", None)
+    """A SerializableErrorInfo and its causes (``.cause``, else ``.context``), outermost first (at most 5)."""
+    return causes(error, limit=MAX_CAUSES)
 
 
 def _error_chain(error: object | None) -> list[str]:
@@ -189,11 +187,12 @@ def check_alert(record: dg.EventLogRecord) -> alerting.Alert | None:
 def _check_evaluation_records(instance: dg.DagsterInstance, after: int | None, limit: int) -> list[dg.EventLogRecord]:
     """ASSET_CHECK_EVALUATION records with a storage id above `after`, oldest first (the first tick: the last day).
 
-    `DagsterInstance.get_event_records` is deprecated (2.0) with no replacement for check evaluations across all
-    checks; the storage method is the same query without the warning. The default local instance (run-sharded
-    SQLite) numbers events per run and refuses a plain id cursor, but it mirrors every check evaluation into its
-    cross-run index shard with global ids; the generic SQL query reads exactly that shard. Postgres and
-    consolidated SQLite are not sharded and take the plain query.
+    Read with the event log storage's `get_event_records` (`DagsterInstance.get_event_records` is the same query,
+    deprecated for 2.0 with no replacement for check evaluations across all checks). Postgres and consolidated
+    SQLite number events globally and take the plain query. The default local instance (run-sharded SQLite)
+    numbers events per run: its override of `get_event_records` walks the run shards and refuses a plain id cursor,
+    but every check evaluation is mirrored into its cross-run index shard with a global id, and the method it
+    overrides (the generic SQL query, reached through `super()`: no private import) reads exactly that shard.
     """
     records_filter = dg.EventRecordsFilter(
         event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
@@ -201,8 +200,9 @@ def _check_evaluation_records(instance: dg.DagsterInstance, after: int | None, l
         after_timestamp=None if after is not None else time.time() - FIRST_TICK_LOOKBACK_S,
     )
     storage = instance.event_log_storage
-    if storage.is_run_sharded and isinstance(storage, SqlEventLogStorage):
-        return list(SqlEventLogStorage.get_event_records(storage, records_filter, limit=limit, ascending=True))
+    if storage.is_run_sharded:
+        generic_sql: Any = super(type(storage), storage)
+        return list(generic_sql.get_event_records(records_filter, limit=limit, ascending=True))
     return list(storage.get_event_records(records_filter, limit=limit, ascending=True))
 
 

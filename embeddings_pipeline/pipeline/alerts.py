@@ -8,12 +8,14 @@ appears in a log line or an exception text: messages say "the alert webhook" ins
 from __future__ import annotations
 
 import logging
+import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 
 import httpx
+
+from ..retry import RetryPolicy, parse_retry_after
 
 LOG = logging.getLogger(__name__)
 
@@ -120,19 +122,6 @@ def _redact(text: str, url: str) -> str:
     return text
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:  # an HTTP date: fall back to our own backoff
-        return None
-    if seconds != seconds or seconds < 0:  # NaN or negative
-        return None
-    return min(seconds, MAX_RETRY_AFTER_S)
-
-
 def send_alert(
     alert: Alert,
     url: str | None = None,
@@ -145,9 +134,9 @@ def send_alert(
 ) -> bool:
     """Log the alert, then post it to the webhook (`url` or `EMBEDDINGS_ALERT_WEBHOOK_URL`) if one is configured.
 
-    Retries connection errors, timeouts, 429 and 5xx with exponential backoff and full jitter (a numeric
-    Retry-After wins, capped at 10 s); other 4xx are final. Sleeps add up to at most 20 s, and no attempt starts
-    after `deadline` (a `time.monotonic()` value). Returns True when delivered; never raises.
+    Retries connection errors, timeouts, 429 and 5xx with exponential backoff and full jitter (never shorter than
+    a numeric Retry-After, which counts up to 10 s); other 4xx are final. Sleeps add up to at most 20 s, and no
+    attempt starts after `deadline` (a `time.monotonic()` value). Returns True when delivered; never raises.
     """
     log = logger or LOG
     try:
@@ -169,7 +158,11 @@ def send_alert(
         log.error("alert could not be formatted for the alert webhook: %s", type(exc).__name__)
         return False
 
-    attempts = max(1, int(attempts))
+    # read at call time: the limits are module settings (tests lower them)
+    policy = RetryPolicy(
+        attempts=max(1, int(attempts)), base_delay=base_delay, max_delay=math.inf, max_retry_after=MAX_RETRY_AFTER_S
+    )
+    attempts = policy.attempts
     slept = 0.0
     last_problem = "no attempt was made"
     try:
@@ -199,13 +192,10 @@ def send_alert(
                     if status != 429 and not 500 <= status < 600:
                         log.error("the alert webhook rejected the alert (HTTP %d); not retrying", status)
                         return False
-                    retry_after = _retry_after(response)
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 if attempt == attempts:
                     break
-                if retry_after is not None:
-                    delay = retry_after
-                else:
-                    delay = random.uniform(0.0, base_delay * (2 ** (attempt - 1)))
+                delay = policy.delay(attempt - 1, retry_after)
                 if slept + delay > MAX_TOTAL_SLEEP_S or (deadline is not None and time.monotonic() + delay >= deadline):
                     last_problem += "; the time budget for retries ran out"
                     break

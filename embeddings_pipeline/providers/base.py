@@ -6,17 +6,26 @@ import hashlib
 import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     import numpy as np
 
     from ..text.tokens import Tokenizer
+    from .resilience import CallStats, CircuitBreaker
 
 _PROVIDER_ABBREV = {"sentence-transformers": "st", "ollama": "ol", "openai": "oa"}
 
 
 class ProviderError(RuntimeError):
     """An embedding call failed; the message never carries credentials."""
+
+
+def spec_for(provider: str, name: str, options: dict[str, str | int | None]) -> str:
+    """The model spec naming a provider built directly (not from a spec): ``provider:name`` plus the options that
+    are set, sorted and quoted, spelled as ``registry.canonical_spec`` spells them."""
+    shown = "&".join(f"{k}={quote(str(v))}" for k, v in sorted(options.items()) if v is not None and v != "")
+    return f"{provider}:{name}" + (f"?{shown}" if shown else "")
 
 
 @dataclass(frozen=True)
@@ -57,10 +66,34 @@ class ModelIdentity:
 
 
 class EmbeddingProvider(Protocol):
-    identity: ModelIdentity
+    """What the pipeline needs of a model. The members are read-only here, so an implementation may back them
+    with a plain attribute or a property (a remote provider resolves its identity on first use)."""
+
+    @property
+    def identity(self) -> ModelIdentity: ...
+
+    @property
+    def spec(self) -> str:
+        """The model spec the provider was loaded from (``provider:name?options``), recorded with the identity so
+        the model can be loaded again later."""
+        ...
+
+    @property
+    def stats(self) -> CallStats:
+        """Counters of the calls made (a local model may count only ``calls``)."""
+        ...
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        """The endpoint's circuit breaker; None for a local model."""
+        ...
 
     @property
     def tokenizer(self) -> Tokenizer: ...
+
+    def counters(self) -> dict[str, int]:
+        """``stats`` as metadata, plus ``circuit_opened`` (the breaker's opened count) when there is a breaker."""
+        ...
 
     def load(self) -> None: ...
 

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import json
 import os
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from .base import ModelIdentity
+from .base import ModelIdentity, spec_for
 from .remote import RemoteProvider, display_url
 from .remote import server_detail as server_detail  # re-exported: these helpers used to live here
 from .remote import with_detail as with_detail
@@ -40,18 +42,39 @@ if TYPE_CHECKING:
     import ollama
 
 DEFAULT_HOST = "http://localhost:11434"
+DEFAULT_PORT = 11434
 DEFAULT_MAX_TOKENS = 512
 PROBE_TEXT = "dimension probe"
 
 
-def _normalize_host(host: str) -> str:
-    """``localhost:11434`` / ``http://h`` / ``h:1234/path`` -> the URL the ollama client will use."""
+def normalize_host(host: str | None) -> str:
+    """``localhost:11434`` / ``http://h`` / ``h:1234/path`` -> the URL the ollama client will use, by the client's
+    own rules (so the breaker key and messages name its real target): scheme http when none is given, host
+    127.0.0.1 when empty, port 11434 without a scheme, 80 for ``http://`` and 443 for ``https://`` when none is
+    given, brackets around an IPv6 address, the path kept without its slashes at either end, user info dropped.
+    A value those rules cannot parse (a port that is not a number) is kept, less a trailing slash."""
+    raw = host or ""
     try:
-        from ollama._client import _parse_host  # the client's own rule, so the breaker key matches its target
-
-        return _parse_host(host)
-    except Exception:  # a private helper: fall back to the raw value
-        return host.rstrip("/")
+        scheme, _, hostport = raw.partition("://")
+        port = DEFAULT_PORT
+        if not hostport:
+            scheme, hostport = "http", raw
+        elif scheme == "http":
+            port = 80
+        elif scheme == "https":
+            port = 443
+        parts = urlsplit(f"{scheme}://{hostport}")
+        name = parts.hostname or "127.0.0.1"
+        port = parts.port or port
+    except ValueError:
+        return raw.rstrip("/")
+    try:
+        if isinstance(ipaddress.ip_address(name), ipaddress.IPv6Address):
+            name = f"[{name}]"
+    except ValueError:
+        pass  # a host name
+    path = parts.path.strip("/")
+    return f"{scheme}://{name}:{port}" + (f"/{path}" if path else "")
 
 
 class OllamaProvider(RemoteProvider):
@@ -69,11 +92,18 @@ class OllamaProvider(RemoteProvider):
         passage_prefix: str = "",
         policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
+        spec: str | None = None,
     ) -> None:
         """``host`` defaults to ``$OLLAMA_HOST``, then ``http://localhost:11434``; ``max_tokens`` to the model's
-        context length (see the module's docstring)."""
-        super().__init__(name, batch_size, timeout, query_prefix, passage_prefix, policy)
-        self.host = _normalize_host(host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST)
+        context length (see the module's docstring); ``spec`` (the model spec it was loaded from) to one made of
+        the name and the options given."""
+        spec = spec or spec_for(
+            "ollama",
+            name,
+            {"max_tokens": max_tokens, "query_prefix": query_prefix, "passage_prefix": passage_prefix},
+        )
+        super().__init__(name, batch_size, timeout, query_prefix, passage_prefix, policy, spec)
+        self.host = normalize_host(host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST)
         self.display_host = display_url(self.host)
         self.max_tokens = max_tokens
         self.breaker = breaker or breaker_for(f"ollama {self.display_host}")
@@ -144,7 +174,7 @@ class OllamaProvider(RemoteProvider):
         for start in range(0, len(inputs), self.batch_size):
             batch = inputs[start : start + self.batch_size]
             response = self._call(
-                lambda batch=batch: self.client.embed(model=self.name, input=batch),
+                functools.partial(self.client.embed, model=self.name, input=batch),
                 f"embed {len(batch)} texts (/api/embed)",
             )
             out[start : start + len(batch)] = self._check(response.embeddings, len(batch), dims)

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .base import ModelIdentity
+from .base import ModelIdentity, spec_for
 from .remote import RemoteProvider, display_url
 from .resilience import CircuitBreaker, ErrorKind, ProviderCallError, RetryPolicy, breaker_for
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import httpx
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MAX_TOKENS = 8191  # OpenAI's embedding models
 TOKENS_PER_WORD = 1.3
 PROBE_TEXT = "dimension probe"
 
@@ -62,15 +63,27 @@ class OpenAICompatibleProvider(RemoteProvider):
         dimensions: int | None = None,
         batch_size: int = 64,
         max_batch_tokens: int = 8000,
-        max_tokens: int = 8191,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
         timeout: float = 60.0,
         query_prefix: str = "",
         passage_prefix: str = "",
         policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
+        spec: str | None = None,
     ) -> None:
-        """``base_url`` defaults to ``$OPENAI_BASE_URL``, then OpenAI's; ``api_key_env`` names the key's variable."""
-        super().__init__(name, batch_size, timeout, query_prefix, passage_prefix, policy)
+        """``base_url`` defaults to ``$OPENAI_BASE_URL``, then OpenAI's; ``api_key_env`` names the key's variable;
+        ``spec`` (the model spec it was loaded from) defaults to one made of the name and the options given."""
+        spec = spec or spec_for(
+            "openai",
+            name,
+            {
+                "dimensions": dimensions,
+                "max_tokens": None if max_tokens == DEFAULT_MAX_TOKENS else max_tokens,
+                "query_prefix": query_prefix,
+                "passage_prefix": passage_prefix,
+            },
+        )
+        super().__init__(name, batch_size, timeout, query_prefix, passage_prefix, policy, spec)
         if dimensions is not None and dimensions < 1:
             raise ValueError(f"dimensions must be >= 1, got {dimensions}")
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")

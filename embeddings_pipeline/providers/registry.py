@@ -70,9 +70,7 @@ def load_provider(
     """The provider for `spec`; one instance per configuration in a process, so a local model loads once and a
     remote endpoint keeps one circuit breaker. Endpoints and retry settings come from the environment."""
     endpoint = tuple(os.environ.get(v, "") for v in _ENDPOINT_VARS)
-    provider = _load(spec, int(batch_size), device, key_env or None, endpoint)
-    provider.spec = spec  # type: ignore[attr-defined]  # recorded with the identity, to reload this model later
-    return provider
+    return _load(spec, int(batch_size), device, key_env or None, endpoint)
 
 
 _ENDPOINT_VARS = ("OLLAMA_HOST", "OPENAI_BASE_URL", "EMBEDDINGS_RETRY_ATTEMPTS", "EMBEDDINGS_RETRY_BASE_DELAY")
@@ -85,23 +83,52 @@ def retry_policy() -> RetryPolicy:
     )
 
 
+def _text_option(options: dict[str, str | int], key: str) -> str:
+    return str(options.get(key, ""))
+
+
+def _int_option(options: dict[str, str | int], key: str) -> int | None:
+    value = options.get(key)
+    return None if value is None else int(value)  # parse_model_spec made it a positive int
+
+
 @functools.lru_cache(maxsize=32)
 def _load(spec: str, batch_size: int, device: str, key_env: str | None, endpoint: tuple[str, ...]) -> EmbeddingProvider:
+    """The provider, with ``spec`` recorded on it (with the identity, to reload this model later)."""
     parsed = parse_model_spec(spec)
     opts = parsed.options
+    query_prefix, passage_prefix = _text_option(opts, "query_prefix"), _text_option(opts, "passage_prefix")
     if parsed.provider == "sentence-transformers":
         from .sentence_transformers import SentenceTransformerProvider
 
-        return SentenceTransformerProvider(parsed.name, batch_size=batch_size, device=device, **opts)  # type: ignore[arg-type]
+        return SentenceTransformerProvider(
+            parsed.name,
+            batch_size=batch_size,
+            device=device,
+            query_prefix=query_prefix,
+            passage_prefix=passage_prefix,
+            spec=spec,
+        )
     if parsed.provider == "ollama":
         from .ollama import OllamaProvider
 
-        return OllamaProvider(parsed.name, policy=retry_policy(), **opts)  # type: ignore[arg-type]
-    from .openai import OpenAICompatibleProvider
+        return OllamaProvider(
+            parsed.name,
+            max_tokens=_int_option(opts, "max_tokens"),
+            query_prefix=query_prefix,
+            passage_prefix=passage_prefix,
+            policy=retry_policy(),
+            spec=spec,
+        )
+    from .openai import DEFAULT_MAX_TOKENS, OpenAICompatibleProvider
 
     return OpenAICompatibleProvider(
         parsed.name,
         api_key_env=key_env or "OPENAI_API_KEY",
+        dimensions=_int_option(opts, "dimensions"),
+        max_tokens=_int_option(opts, "max_tokens") or DEFAULT_MAX_TOKENS,
+        query_prefix=query_prefix,
+        passage_prefix=passage_prefix,
         policy=retry_policy(),
-        **opts,  # type: ignore[arg-type]
+        spec=spec,
     )

@@ -17,9 +17,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
+from ..retry import causes
 from ..text.tokens import WhitespaceTokenizer
 from .base import ModelIdentity
-from .resilience import CallStats, CircuitBreaker, ErrorKind, ProviderCallError, RetryPolicy, call_with_retries
+from .resilience import (
+    CallStats,
+    CircuitBreaker,
+    ErrorKind,
+    ProviderCallError,
+    RetryPolicy,
+    call_with_retries,
+    provider_counters,
+)
 
 T = TypeVar("T")
 
@@ -46,11 +55,8 @@ def server_detail(exc: BaseException, redact: tuple[str, ...] = ()) -> str | Non
     """A short, credential-free description of what the server or transport said, from ``exc``'s chain."""
     import httpx
 
-    seen: set[int] = set()
-    e: BaseException | None = exc
     detail: str | None = None
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
+    for e in causes(exc):
         error = getattr(e, "error", None)  # ollama.ResponseError: the server's {"error": ...}
         if isinstance(error, str) and getattr(e, "status_code", None) is not None:
             detail = error
@@ -61,7 +67,6 @@ def server_detail(exc: BaseException, redact: tuple[str, ...] = ()) -> str | Non
         if isinstance(e, httpx.TransportError | ConnectionError | TimeoutError | OSError):
             detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             break
-        e = e.__cause__ or e.__context__
     if not detail:
         return None
     for secret in redact:
@@ -102,10 +107,13 @@ class RemoteProvider(ABC):
         query_prefix: str,
         passage_prefix: str,
         policy: RetryPolicy | None,
+        spec: str,
     ) -> None:
-        """The options every remote provider has; ``policy`` defaults to ``RetryPolicy()``."""
+        """The options every remote provider has; ``policy`` defaults to ``RetryPolicy()``; ``spec`` is the model
+        spec this provider was loaded from."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.spec = spec
         self.name = name
         self.batch_size = batch_size
         self.timeout = timeout
@@ -119,6 +127,10 @@ class RemoteProvider(ABC):
     @functools.cached_property
     def tokenizer(self) -> WhitespaceTokenizer:
         return WhitespaceTokenizer()
+
+    def counters(self) -> dict[str, int]:
+        """Calls, retries, rate limits, transient errors, circuit rejections, and how often the circuit opened."""
+        return provider_counters(self.stats, self.breaker)
 
     # ------------------------------------------------------------------ identity
 

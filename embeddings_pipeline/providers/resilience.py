@@ -1,20 +1,26 @@
 """Shared resilience for every remote provider: classify failures (through exception chains), retry with
-exponential backoff and full jitter (honouring Retry-After), and a circuit breaker per endpoint with escalating
-cooldowns, so a provider outage fails fast and loud instead of leaving rows NULL in silence."""
+exponential backoff and full jitter (honouring Retry-After; the pacing is ``embeddings_pipeline.retry``), and a
+circuit breaker per endpoint with escalating cooldowns, so a provider outage fails fast and loud instead of leaving
+rows NULL in silence."""
 
 from __future__ import annotations
 
 import errno
 import json
-import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
+from ..retry import RetryPolicy, causes, parse_retry_after
 from .base import ProviderError
+
+__all__ = [
+    "CallStats", "CircuitBreaker", "CircuitOpenError", "ErrorKind", "ProviderCallError", "RetryPolicy",
+    "breaker_for", "call_with_retries", "classify", "kind_of_status", "provider_counters",
+]  # fmt: skip
 
 T = TypeVar("T")
 
@@ -51,21 +57,6 @@ _TRANSIENT_ERRNOS = {
 }  # fmt: skip
 
 
-def _chain(exc: BaseException | None) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
-
-
 def kind_of_status(status: int) -> ErrorKind:
     if status == 429:
         return ErrorKind.RATE_LIMITED
@@ -84,14 +75,14 @@ def classify(exc: BaseException) -> tuple[ErrorKind, int | None, float | None]:
     import httpx
 
     found: tuple[ErrorKind, int | None, float | None] | None = None
-    for e in _chain(exc):
+    for e in causes(exc):
         if isinstance(e, CircuitOpenError):
             return ErrorKind.TRANSIENT, None, e.retry_in
         if isinstance(e, ProviderCallError):
             return e.kind, e.status, e.retry_after
         if isinstance(e, httpx.HTTPStatusError):
-            status = e.response.status_code
-            return kind_of_status(status), status, _retry_after(e.response.headers.get("retry-after"))
+            code = e.response.status_code
+            return kind_of_status(code), code, parse_retry_after(e.response.headers.get("retry-after"))
         status = getattr(e, "status_code", None)  # ollama.ResponseError and friends
         if isinstance(status, int) and status >= 400:
             return kind_of_status(status), status, None
@@ -102,21 +93,6 @@ def classify(exc: BaseException) -> tuple[ErrorKind, int | None, float | None]:
         elif isinstance(e, json.JSONDecodeError):
             found = found or (ErrorKind.TRANSIENT, None, None)
     return found or (ErrorKind.FATAL, None, None)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 6
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-    max_retry_after: float = 60.0
-
-    def delay(self, attempt: int, retry_after: float | None = None, rng: Callable[[], float] = random.random) -> float:
-        """Full jitter: uniform in [0, min(max_delay, base * 2**attempt)]; never less than Retry-After."""
-        backoff = rng() * min(self.max_delay, self.base_delay * (2**attempt))
-        if retry_after is not None:
-            return max(backoff, min(retry_after, self.max_retry_after))
-        return backoff
 
 
 class CircuitBreaker:
@@ -206,6 +182,14 @@ class CallStats:
 
     def as_metadata(self) -> dict[str, int]:
         return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+
+
+def provider_counters(stats: CallStats, breaker: CircuitBreaker | None) -> dict[str, int]:
+    """A provider's counters: ``stats`` as metadata, plus ``circuit_opened`` when it has a breaker."""
+    out = stats.as_metadata()
+    if breaker is not None:
+        out["circuit_opened"] = breaker.opened_count
+    return out
 
 
 def call_with_retries(

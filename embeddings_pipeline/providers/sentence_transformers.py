@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..text.tokens import HuggingFaceTokenizer
-from .base import ModelIdentity, ProviderError
+from .base import ModelIdentity, ProviderError, spec_for
+from .resilience import CallStats, provider_counters
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,7 +54,10 @@ def _read_json(path: Path) -> Any:
 
 
 class SentenceTransformerProvider:
-    """all-MiniLM-L6-v2 by default; any sentence-transformers folder works the same way."""
+    """all-MiniLM-L6-v2 by default; any sentence-transformers folder works the same way. A local model has no
+    circuit breaker (``breaker`` is None) and counts only ``stats.calls`` (one per encoding call)."""
+
+    breaker: None = None
 
     def __init__(
         self,
@@ -63,7 +67,13 @@ class SentenceTransformerProvider:
         batch_size: int = 32,
         query_prefix: str = "",
         passage_prefix: str = "",
+        spec: str | None = None,
     ) -> None:
+        """``spec`` (the model spec it was loaded from) defaults to one made of the name and the prefixes."""
+        self.spec = spec or spec_for(
+            "sentence-transformers", name, {"query_prefix": query_prefix, "passage_prefix": passage_prefix}
+        )
+        self.stats = CallStats()
         self.model_dir = resolve_model_dir(name)
         self.device = device
         self.batch_size = batch_size
@@ -87,6 +97,10 @@ class SentenceTransformerProvider:
     def tokenizer(self) -> HuggingFaceTokenizer:
         return HuggingFaceTokenizer(self.model_dir / "tokenizer.json")
 
+    def counters(self) -> dict[str, int]:
+        """``stats`` as metadata (only ``calls`` moves for a local model); no ``circuit_opened``: no breaker."""
+        return provider_counters(self.stats, self.breaker)
+
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:
@@ -109,6 +123,7 @@ class SentenceTransformerProvider:
         if not texts:
             return np.zeros((0, self.identity.dims), dtype=np.float32)
         model = self._load()
+        self.stats.calls += 1
         vectors = model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
