@@ -71,7 +71,10 @@ def _metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, obj
 
 
 def _failure_of(result: dg.ExecuteInProcessResult) -> str:
-    """The reason a person needs: a failed check's own explanation, else the failing step's error."""
+    """The reason a person needs: a failed check's own explanation, else the failing step's error (the first in
+    its cause chain that is not one of Dagster's own wrappers)."""
+    from ..retry import causes
+
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed and evaluation.blocking:
             meta = evaluation.metadata
@@ -80,8 +83,10 @@ def _failure_of(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             err = event.step_failure_data.error
-            while err.cause is not None and err.message.startswith("dagster."):
-                err = err.cause
+            for cause in causes(event.step_failure_data.error, follow_context=False):
+                err = cause
+                if not cause.message.startswith("dagster."):
+                    break
             return f"{event.step_key}: {err.message.strip()}"
     return "run failed"
 
