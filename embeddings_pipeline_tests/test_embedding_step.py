@@ -24,6 +24,9 @@ class StopsAfter:
         self.identity = real.identity
         self.tokenizer = real.tokenizer
 
+    def __getattr__(self, name: str):  # spec, stats, breaker, counters: the real provider's
+        return getattr(self.real, name)
+
     def load(self) -> None:
         self.real.load()
 

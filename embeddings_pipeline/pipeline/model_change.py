@@ -65,19 +65,24 @@ def embedding_provider(
 ) -> EmbeddingProvider:
     """The model the tenant is embedded with: its override (and key reference), else the default; for a
     backfill of a registered model (`model_key`), that model."""
-    settings = tenants.tenant_settings(*scope)
-    if model_key:
-        return load(spec_of(scope.conn, scope.schema, model_key), settings.key_env)
-    return load(settings.model, settings.key_env)
+    return _provider(scope, tenants.tenant_settings(*scope), load, model_key)
 
 
 def search_provider(scope: Scope, load: ProviderLoader = default_loader) -> EmbeddingProvider:
     """The model search uses: the tenant's ACTIVE model (its own model when it has none active yet)."""
     settings = tenants.tenant_settings(*scope)
-    own = load(settings.model, settings.key_env)
+    own = _provider(scope, settings, load)
     if settings.active_model_key is None or settings.active_model_key == own.identity.model_key:
         return own
-    return load(spec_of(scope.conn, scope.schema, settings.active_model_key), settings.key_env)
+    return _provider(scope, settings, load, settings.active_model_key)
+
+
+def _provider(
+    scope: Scope, settings: tenants.TenantSettings, load: ProviderLoader, model_key: str | None = None
+) -> EmbeddingProvider:
+    """The tenant's own model, or the registered model `model_key`, with the tenant's key reference."""
+    spec = spec_of(scope.conn, scope.schema, model_key) if model_key else settings.model
+    return load(spec, settings.key_env)
 
 
 @dataclass(frozen=True)
@@ -130,16 +135,16 @@ def plan(
 ) -> ModelPlan:
     """Which model this run embeds with (`target` when given, e.g. a wrapped provider in a test), which chunk
     set, and which model and set search reads meanwhile."""
-    settings = tenants.tenant_settings(*scope)
-    target = target or embedding_provider(scope, load, backfill_of)
+    settings = tenants.tenant_settings(*scope)  # read once: the run holds the tenant's lock
+    target = target or _provider(scope, settings, load, backfill_of)
     key = target.identity.model_key
-    takes_over = backfill_of is None or embedding_provider(scope, load).identity.model_key == backfill_of
+    takes_over = backfill_of is None or _provider(scope, settings, load).identity.model_key == backfill_of
     active, problem = None, ""
     if settings.active_model_key == key:
         active = target
     elif settings.active_model_key is not None:
         try:
-            active = load(spec_of(scope.conn, scope.schema, settings.active_model_key), settings.key_env)
+            active = _provider(scope, settings, load, settings.active_model_key)
         except ProviderError as exc:
             problem = f"the active model cannot be loaded, its chunk set is left as is: {exc}"
             log.warning("tenant %r: %s", scope.tenant_id, problem)

@@ -113,9 +113,9 @@ def fill(
     """
     conn, schema, tenant_id = scope
     identity = provider.identity
-    vt = vector_tables.register_model(conn, schema, identity, getattr(provider, "spec", None))
+    vt = vector_tables.register_model(conn, schema, identity, provider.spec)
     report = EmbeddingsReport(model_key=identity.model_key, chunk_set=chunk_set)
-    stats_before = _provider_stats(provider)
+    counters_before = provider.counters()
     started = time.perf_counter()
 
     report.copied_by_hash = vectors.reuse_by_hash(conn, schema, vt, tenant_id, chunk_set)
@@ -135,7 +135,7 @@ def fill(
             break
 
     report.seconds = time.perf_counter() - started
-    report.provider = _stats_delta(stats_before, _provider_stats(provider))
+    report.provider = {k: v - counters_before.get(k, 0) for k, v in provider.counters().items()}
     total, current = vectors.coverage(conn, schema, vt, tenant_id, chunk_set)
     report.chunks = total
     report.failed = total - current
@@ -192,15 +192,3 @@ def _record_failure(
         report.errors.append(f"{kind}: {message}")
 
 
-def _provider_stats(provider: EmbeddingProvider) -> dict[str, int]:
-    """Counters of a remote provider (calls, retries, rate limits, ...) and how often its circuit opened."""
-    stats = getattr(provider, "stats", None)
-    breaker = getattr(provider, "breaker", None)
-    out = stats.as_metadata() if stats is not None else {}
-    if breaker is not None:
-        out["circuit_opened"] = int(breaker.snapshot()["opened_count"])
-    return out
-
-
-def _stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    return {k: v - before.get(k, 0) for k, v in after.items()}
