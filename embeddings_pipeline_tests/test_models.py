@@ -342,8 +342,11 @@ def test_quality_gate_keeps_a_worse_model_from_taking_over(conn, schema, provide
         refused = runner.invoke(main, ["models", "activate", bad, "--tenant", "acme", "--tenant", "nobody"])
         assert refused.exit_code == 1 and "covers 0 of 0" in refused.output
         assert tenant_settings(conn, schema, "acme").active_model_key == provider.identity.model_key
+        assert len(sets(conn, schema)) == 2  # the stand-in splits on its own tokenizer: its chunk set is beside
         forced = runner.invoke(main, ["models", "activate", bad, "--tenant", "acme"], catch_exceptions=False)
         assert forced.exit_code == 0 and tenant_settings(conn, schema, "acme").active_model_key == bad
+        # the switch by hand drops the chunk set search read until then, as the automatic switch does
+        assert set(sets(conn, schema)) == {tenant_settings(conn, schema, "acme").active_chunk_set}
 
         # going back to the default passes the gate and switches at once, even with the active provider down
         srv.faults.down = True

@@ -41,9 +41,10 @@ def backfill(tenants: list[str], model_key: str | None, dry_run: bool, batch_siz
 
 
 def _backfill_plan(tenants: list[str], model_key: str | None, as_json: bool) -> None:
-    from ..defs.resources import EmbeddingModel
     from ..pipeline.backfill import measured_throughput, plan_tenant, throughput_history
+    from ..pipeline.model_change import embedding_provider
     from ..providers import ProviderError
+    from ..store.scope import Scope
     from .runner import local_instance
 
     instance = local_instance()
@@ -51,10 +52,10 @@ def _backfill_plan(tenants: list[str], model_key: str | None, as_json: bool) -> 
     with connect() as (conn, schema):
         for tenant in tenants:
             try:
-                provider = EmbeddingModel().provider_for(conn, schema, tenant, model_key)
+                provider = embedding_provider(Scope(conn, schema, tenant), model_key=model_key)
             except ProviderError as exc:
                 raise click.ClickException(str(exc)) from exc
-            plan, sample = plan_tenant(conn, schema, tenant, provider)
+            plan, sample = plan_tenant(Scope(conn, schema, tenant), provider)
             tps = measured_throughput(throughput_history(instance, plan.model_key), provider, sample)
             plan.est_seconds = round(plan.to_embed / tps, 3) if tps and plan.to_embed else 0.0
             plans.append(plan.as_dict())

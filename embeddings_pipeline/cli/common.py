@@ -22,7 +22,8 @@ from ..config import InvalidTenantId, validate_tenant_id
 if TYPE_CHECKING:
     import psycopg
 
-    from ..defs.resources import PipelineStore
+    from ..store.session import Database
+
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
@@ -101,10 +102,10 @@ def progress_bar() -> Progress:
 # --- the store --------------------------------------------------------------------------------------------
 
 
-def pipeline_store() -> PipelineStore:
-    from ..defs.resources import PipelineStore
+def pipeline_store() -> Database:
+    from ..store.session import Database
 
-    return PipelineStore()
+    return Database()
 
 
 @contextmanager

@@ -78,11 +78,12 @@ def _status_rows(tenants: list[str] | None) -> list[dict[str, object]]:
 def _tenant_provider(conn, schema: str, tenant: str) -> str:
     """The model key the tenant is embedded with; a remote model whose server cannot be reached yet is shown as
     unknown (its chunks then count as missing) instead of breaking the whole status."""
-    from ..defs.resources import EmbeddingModel
+    from ..pipeline.model_change import embedding_provider
     from ..providers import ProviderError
+    from ..store.scope import Scope
 
     try:
-        return EmbeddingModel().provider_for(conn, schema, tenant).identity.model_key
+        return embedding_provider(Scope(conn, schema, tenant)).identity.model_key
     except ProviderError as exc:
         err_console.print(f"[yellow]tenant {tenant!r}: model unavailable ({exc})[/]")
         return "unknown"
@@ -120,11 +121,12 @@ def status(tenants: list[str], as_json: bool) -> None:
 @json_option
 def search(query: str, tenant: str, k: int, mode: str, as_json: bool) -> None:
     """Top-k chunks of TENANT for QUERY (with the tenant's active model)."""
-    from ..defs.resources import EmbeddingModel
+    from ..pipeline.model_change import search_provider
     from ..search import search_mode
+    from ..store.scope import Scope
 
     with connect() as (conn, schema):
-        provider = EmbeddingModel().search_provider_for(conn, schema, tenant)
+        provider = search_provider(Scope(conn, schema, tenant))
         hits = search_mode(conn, schema, provider, tenant, query, k, mode)
     if as_json:
         echo_json({"tenant": tenant, "query": query, "hits": [h.as_dict() for h in hits]})

@@ -76,23 +76,12 @@ def models_prune(days: float | None, dry_run: bool, as_json: bool) -> None:
 @tenant_option(multiple=True, required=True)
 def models_activate(model_key: str, tenants: list[str]) -> None:
     """Switch TENANTs' search to MODEL_KEY now (e.g. past a failed quality gate). Refused below 100% coverage."""
-    from ..store import tenants as tenant_store
-    from ..store import vectors
-    from ..store.models import chunk_set_of, vector_table_of
+    from ..pipeline.model_change import ActivationRefused, activate_by_hand
 
     with connect() as (conn, schema):
-        vt = vector_table_of(conn, schema, model_key)
-        if vt is None:
-            raise click.ClickException(f"model {model_key!r} has no vectors; see `embeddings-pipeline models list`")
-        sets = {t: chunk_set_of(conn, schema, t, model_key) for t in tenants}
-        for tenant, chunk_set in sets.items():  # all tenants are checked before any is switched
-            total, current = vectors.coverage(conn, schema, vt, tenant, chunk_set or "")
-            if chunk_set is None or total == 0 or current < total:
-                raise click.ClickException(
-                    f"tenant {tenant!r}: model {model_key} covers {current} of {total} chunks; fill it first "
-                    f"(`embeddings-pipeline backfill --tenant {tenant} --model {model_key}`); nothing was switched"
-                )
-        vectors.ensure_search_index(conn, schema, model_key)
-        for tenant, chunk_set in sets.items():
-            tenant_store.activate_model(conn, schema, tenant, model_key, chunk_set)  # type: ignore[arg-type]
-            console.print(f"tenant {tenant}: searches with {model_key} ({chunk_set})")
+        try:
+            switched = activate_by_hand(conn, schema, model_key, tenants)
+        except ActivationRefused as exc:
+            raise click.ClickException(str(exc)) from exc
+    for tenant, chunk_set in switched.items():
+        console.print(f"tenant {tenant}: searches with {model_key} ({chunk_set})")

@@ -35,11 +35,12 @@ BEIR_FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 @json_option
 def eval_cmd(dataset: Path, tenant: str, protocol: str, mode: str, as_json: bool) -> None:
     """Ingest a BEIR dataset into TENANT, materialize it, and score nDCG@10 / recall@100 on its test queries."""
-    from ..defs.resources import EmbeddingModel
     from ..pipeline.ingest import read_beir_corpus
+    from ..pipeline.model_change import search_provider
     from ..search import search_mode
     from ..search.evaluate import evaluate, load_qrels, load_queries, rank_documents
     from ..store.documents import upsert_documents
+    from ..store.scope import Scope
     from ..store.tenants import set_chunk_overflow
 
     with connect() as (conn, schema):
@@ -51,7 +52,7 @@ def eval_cmd(dataset: Path, tenant: str, protocol: str, mode: str, as_json: bool
     qrels = load_qrels(dataset / "qrels" / "test.tsv")
     queries = load_queries(dataset / "queries.jsonl")
     with connect() as (conn, schema), progress_bar() as progress:
-        provider = EmbeddingModel().search_provider_for(conn, schema, tenant)  # the tenant's active model
+        provider = search_provider(Scope(conn, schema, tenant))  # the tenant's active model
         task = progress.add_task("queries", total=len(qrels))
 
         def rank(text: str) -> list[str]:
@@ -94,7 +95,7 @@ def gate_set(dataset: Path, tenant: str, split: str) -> None:
 @json_option
 def gate_show(tenant: str, as_json: bool) -> None:
     """TENANT's quality queries and the allowed nDCG@10 drop."""
-    from ..search.gate import max_drop
+    from ..pipeline.model_change import max_drop
     from ..store.quality import queries_of
 
     with connect() as (conn, schema):

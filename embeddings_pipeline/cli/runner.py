@@ -98,11 +98,11 @@ def materialize_tenants(
     tags: dict[str, str] | None = None,
 ) -> list[TenantRun]:
     """One Dagster run per tenant (blocks, chunks, embeddings). A failing tenant never stops the others."""
-    from ..definitions import defs
+    from ..definitions import defs as load_defs
 
     instance = instance or local_instance()
     sync_tenant_partitions(instance, tenants)
-    job = defs.resolve_job_def("embed_tenant")
+    job = load_defs().resolve_job_def("embed_tenant")
     runs = []
     for tenant in tenants:
         result = job.execute_in_process(
