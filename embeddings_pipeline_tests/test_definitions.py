@@ -110,3 +110,22 @@ def test_resources_read_settings_as_env_vars(monkeypatch):
     assert resources["store"].database_url == dg.EnvVar("EMBEDDINGS_DATABASE_URL")
     assert resources["model"].batch_size == dg.EnvVar.int("EMBEDDINGS_BATCH_SIZE")
     assert resources["model"].model is None
+
+
+def test_dg_loads_the_project(tmp_path):
+    """`dg` (the dagster-dg CLI, a dev dependency) finds the code location from `[tool.dg]` in pyproject.toml."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    dg_cli = Path(sys.executable).with_name("dg")
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "VIRTUAL_ENV": str(Path(sys.executable).parents[1])}
+    check = subprocess.run([str(dg_cli), "check", "defs"], cwd=root, env=env, capture_output=True, text=True)
+    assert check.returncode == 0 and "All definitions loaded successfully" in check.stdout + check.stderr
+    listed = subprocess.run([str(dg_cli), "list", "defs", "--json"], cwd=root, env=env, capture_output=True,
+                            text=True, check=True)  # fmt: skip
+    payload = json.loads(listed.stdout[listed.stdout.index("{") :])
+    assert {a["asset_key"] for a in payload["assets"]} == {"source_schema", "documents", "blocks", "chunks",
+                                                           "embeddings"}  # fmt: skip
+    assert "new_content_sensor" in {s["name"] for s in payload["sensors"]}
