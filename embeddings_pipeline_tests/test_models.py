@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from embeddings_pipeline.cli import main
 from embeddings_pipeline.cli.runner import materialize_tenants
-from embeddings_pipeline.defs.resources import EmbeddingModel
 from embeddings_pipeline.pipeline import model_change
 from embeddings_pipeline.search import search
 from embeddings_pipeline.store.checks import missing_by_tenant
@@ -41,7 +40,7 @@ def test_blue_green_model_change(conn, schema, provider, store):
 
     chunk_rows = conn.execute(f"SELECT array_agg(xmin::text ORDER BY chunk_id) FROM {schema}.chunks").fetchone()  # noqa: S608
     update_tenant(conn, schema, "acme", model=NEW)
-    new = EmbeddingModel().provider(NEW).identity.model_key
+    new = model_change.default_loader(NEW).identity.model_key
     assert new != old
     # the new model is half built (its provider dies after the first batch): search stays on the old model
     from embeddings_pipeline.defs.assets import blocks, chunks, documents, embeddings
@@ -120,7 +119,7 @@ def test_model_change_to_another_tokenizer_limit_and_dimension(conn, schema, pro
     with StandinServer(dims=768, bad_input="POISON") as srv:
         monkeypatch.setenv("OLLAMA_HOST", srv.url)
         update_tenant(conn, schema, "acme", model="ollama:nomic-embed-text?max_tokens=24")
-        target = EmbeddingModel().provider("ollama:nomic-embed-text?max_tokens=24")
+        target = model_change.default_loader("ollama:nomic-embed-text?max_tokens=24")
         new, new_set = target.identity.model_key, model_change.chunk_set_for(target)
         assert target.identity.dims == 768 and new_set != old_set
 
@@ -200,7 +199,7 @@ def test_retention_retires_a_model_only_once_no_tenant_has_searched_with_it_for_
     for tenant in ("acme", "globex"):
         seed(conn, schema, tenant, {"a.txt": f"{tenant}: vaccines are kept at four degrees."}, fmt="text")
     assert all(r.success for r in materialize_tenants(["acme", "globex"], instance=instance))
-    old, new = provider.identity.model_key, EmbeddingModel().provider(NEW).identity.model_key
+    old, new = provider.identity.model_key, model_change.default_loader(NEW).identity.model_key
     runner = CliRunner()
 
     def released(key: str):

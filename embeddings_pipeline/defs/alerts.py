@@ -1,4 +1,4 @@
-"""Alert sensors: one message per incident, to the webhook of `alerting` (and always to the log).
+"""Alert sensors: one message per incident, to the webhook of `pipeline.alerts` (and always to the log).
 
 - `run_failure_alert`: a run of this code location failed. Runs that failed only because a blocking asset check
   failed are left to `check_failure_alert`, which reports that incident with its counts and examples.
