@@ -45,6 +45,7 @@ def test_all_checks_pass_in_the_run(embedded):
             "vectors_well_formed": True,
             "no_truncation": True,
             "quality_gate": True,  # nothing to compare: the tenant's first model
+            "source_rows_valid": True,
         }
 
 
@@ -88,7 +89,6 @@ def test_two_models_in_one_tenant_warn(embedded, conn, schema, provider):
 def test_malformed_vectors_fail(embedded, conn, schema, provider, value):
     table, cid = vt(schema, provider), some_chunk(conn, schema)
     if value == "wrong_dims":  # only possible where the column lost its declared dimension (drift)
-        conn.execute(f"DROP INDEX {schema}.{provider.identity.model_key}_hnsw")
         conn.execute(f"ALTER TABLE {table} ALTER COLUMN embedding TYPE vector")
         conn.execute(f"UPDATE {table} SET embedding = '[1,0,0]' WHERE chunk_id = %s", (cid,))  # noqa: S608
     else:
@@ -147,3 +147,44 @@ def test_sweep_reports_missing_vectors_per_tenant(embedded, conn, schema, provid
     assert evaluation.check_name == "missing_vectors_sweep" and not evaluation.passed
     assert evaluation.metadata["missing_by_tenant"].value == {"acme": 6, "globex": 1}
     assert evaluation.metadata["missing_total"].value == 7
+
+
+def test_documents_never_chunked_count_as_missing_in_status_and_the_sweep(conn, schema, provider, monkeypatch):
+    """A tenant whose run failed before chunking (its provider down) and one never run at all have no chunk to
+    miss a vector, yet nothing of theirs is searchable: status and the sweep count their documents as missing."""
+    import json
+
+    from click.testing import CliRunner
+
+    from embeddings_pipeline.cli import main
+    from embeddings_pipeline.definitions import defs as load_defs
+    from embeddings_pipeline.store.status import tenant_status
+    from embeddings_pipeline.store.tenants import update_tenant
+
+    from .standin_server import StandinServer
+
+    monkeypatch.setenv("EMBEDDINGS_RETRY_BASE_DELAY", "0.01")
+    seed(conn, schema, "local", {"doc.txt": DOC}, fmt="text")
+    seed(conn, schema, "remote", {"a.txt": DOC, "b.txt": "The loading bay closes at six."}, fmt="text")
+    instance = dg.DagsterInstance.ephemeral()
+    with StandinServer() as srv:
+        srv.faults.down = True
+        monkeypatch.setenv("OLLAMA_HOST", srv.url)
+        update_tenant(conn, schema, "remote", model="ollama:nomic-embed-text")
+        runs = {r.tenant: r for r in materialize_tenants(["local", "remote"], instance=instance)}
+    assert runs["local"].success and not runs["remote"].success
+    seed(conn, schema, "fresh", {"new.txt": "Ingested, never run."}, fmt="text")
+
+    key = provider.identity.model_key
+    remote = tenant_status(conn, schema, "remote", key)
+    assert (remote.chunks, remote.documents_not_chunked, remote.missing) == (0, 2, 2)
+    assert tenant_status(conn, schema, "local", key).missing == 0
+    out = CliRunner().invoke(main, ["status", "--tenant", "fresh", "--json"], catch_exceptions=False)
+    (fresh,) = json.loads(out.output)["tenants"]
+    assert (fresh["missing"], fresh["documents_not_chunked"]) == (1, 1)
+
+    result = load_defs().resolve_job_def("vector_sweep").execute_in_process(instance=instance)
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["missing_by_tenant"].value == {"fresh": 1, "remote": 2}
+    assert evaluation.metadata["documents_not_chunked_by_tenant"].value == {"fresh": 1, "remote": 2}

@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 
 from embeddings_pipeline.cli.runner import materialize_tenants
+from embeddings_pipeline.store import vector_tables
 from embeddings_pipeline.store.status import tenant_status
 
 from .helpers import seed
@@ -60,10 +61,13 @@ def test_dropped_storage_is_reported_then_repaired(two_tenants, conn, schema, pr
     assert sweep(two_tenants).passed
 
 
-def test_dropped_index_and_retyped_column_are_restored(two_tenants, conn, schema, provider):
+def test_dropped_index_and_retyped_column_are_restored(two_tenants, conn, schema, provider, monkeypatch):
     key = provider.identity.model_key
     vt = f"{schema}.{provider.identity.vector_table}"
-    conn.execute(f"DROP INDEX {schema}.{key}_hnsw")
+    monkeypatch.setenv("EMBEDDINGS_TENANT_INDEX_THRESHOLD", "2")  # acme gets its own partition and HNSW graph
+    assert vector_tables.promote_large(conn, schema, key, "acme") == ["acme"]
+    hnsw = f"{vector_tables.tenant_partition(key, 'acme')}_hnsw"
+    conn.execute(f"DROP INDEX {schema}.{hnsw}")
     conn.execute(f"ALTER TABLE {vt} ALTER COLUMN embedding TYPE vector")
     conn.execute(f"UPDATE {vt} SET embedding = '[1,2,3]' WHERE tenant_id = 'acme' AND chunk_id IN "  # noqa: S608
                  f"(SELECT chunk_id FROM {vt} WHERE tenant_id = 'acme' LIMIT 1)")  # fmt: skip
@@ -75,7 +79,7 @@ def test_dropped_index_and_retyped_column_are_restored(two_tenants, conn, schema
         (vt,),
     ).fetchone()
     assert column_type == ("vector(384)",)
-    index = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{key}_hnsw",)).fetchone()
+    index = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (hnsw,)).fetchone()
     assert index is not None and "hnsw" in index[0]
     assert tenant_status(conn, schema, "globex", key).missing == 0  # globex's vectors were kept throughout
 

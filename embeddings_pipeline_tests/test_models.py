@@ -13,6 +13,7 @@ from embeddings_pipeline.cli import main
 from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.pipeline import model_change
 from embeddings_pipeline.search import search
+from embeddings_pipeline.store import vector_tables
 from embeddings_pipeline.store.checks import missing_by_tenant
 from embeddings_pipeline.store.models import ModelInUse, lineage, list_models, retire_model
 from embeddings_pipeline.store.scope import Scope
@@ -106,6 +107,7 @@ def test_model_change_to_another_tokenizer_limit_and_dimension(conn, schema, pro
     """384 -> 768 dimensions and a tokenizer/limit that splits the same text differently: the new model gets its
     own chunk set and table, search stays on the old set and model (and sees new content) until the switch."""
     monkeypatch.setenv("EMBEDDINGS_RETRY_BASE_DELAY", "0.01")
+    monkeypatch.setenv("EMBEDDINGS_TENANT_INDEX_THRESHOLD", "10")  # acme has a vector partition of its own
     instance = dg.DagsterInstance.ephemeral()
     docs = {"cold.txt": "\n\n".join(LONG.format(i=i) for i in range(12)), "poison.txt": "POISON"}
     seed(conn, schema, "acme", docs, fmt="text")
@@ -133,7 +135,7 @@ def test_model_change_to_another_tokenizer_limit_and_dimension(conn, schema, pro
         assert coverage[old] == {"chunker_version": old_set, "chunks": 13, "vectors": 13, "coverage_pct": 100.0,
                                  "active": True}  # fmt: skip
         assert coverage[new]["chunker_version"] == new_set and coverage[new]["vectors"] == 24
-        hnsw = f"{schema}.{new}_hnsw"
+        hnsw = f"{schema}.{vector_tables.tenant_partition(new, 'acme')}_hnsw"
         assert conn.execute("SELECT to_regclass(%s)", (hnsw,)).fetchone() == (None,)  # built at the switch
         # the sweep checks what search reads (the active model on its own set): nothing is missing there
         assert missing_by_tenant(conn, schema, old) == ({}, [])

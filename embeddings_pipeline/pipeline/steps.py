@@ -38,16 +38,33 @@ log = logging.getLogger(__name__)
 
 def build_blocks(scope: Scope, *, full: bool = False) -> BlocksReport:
     """Parse changed documents; `full` re-parses every live one (the nightly reconcile repairs rows changed
-    behind the pipeline's back; unchanged texts keep their vectors, so nothing is re-embedded for it)."""
+    behind the pipeline's back; unchanged texts keep their vectors, so nothing is re-embedded for it).
+
+    A source row that cannot be parsed (NULL body or updated_at, a doc id on several rows, a format or text the
+    parser refuses) is recorded in `document_errors` with its reason and skipped, so the rest of the tenant goes
+    on; a document parsed again, or gone from the source, leaves `document_errors`. A bad row keeps the blocks of
+    its last good version."""
     report = BlocksReport()
     for batch in content.changed_documents(*scope, everything=full):
-        parsed = [(doc, parse_blocks(doc.doc_id, doc.body, doc.format)) for doc in batch]
-        report.blocks_written += content.replace_blocks(*scope, parsed)
+        parsed, rejected = [], list(batch.rejected)
+        for doc in batch.documents:
+            try:
+                parsed.append((doc, parse_blocks(doc.doc_id, doc.body, doc.format)))
+            except Exception as exc:  # one document the parser cannot read must not stop the tenant
+                rejected.append(content.RejectedDocument(doc.doc_id, f"{type(exc).__name__}: {exc}"[:500]))
+        if rejected:
+            examples = "; ".join(f"{r.doc_id!r}: {r.reason}" for r in rejected[:3])
+            log.warning("tenant %r: %d documents skipped (document_errors), e.g. %s", scope.tenant_id, len(rejected),
+                        examples)  # fmt: skip
+            content.record_document_errors(*scope, rejected)
+        if parsed:
+            report.blocks_written += content.replace_blocks(*scope, parsed)
         report.documents_parsed += len(parsed)
     removed = content.removed_documents(*scope)
     if removed:
         report.blocks_removed = content.forget_documents(*scope, removed)
         report.documents_removed = len(removed)
+    content.forget_gone_errors(*scope)
     return report
 
 
@@ -136,6 +153,7 @@ def fill(
 
     report.seconds = time.perf_counter() - started
     report.provider = {k: v - counters_before.get(k, 0) for k, v in provider.counters().items()}
+    vector_tables.promote_large(conn, schema, identity.model_key, tenant_id)  # its own partition and index
     total, current = vectors.coverage(conn, schema, vt, tenant_id, chunk_set)
     report.chunks = total
     report.failed = total - current

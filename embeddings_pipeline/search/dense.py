@@ -35,6 +35,19 @@ def _supports_iterative_scan(version: str) -> bool:
     return (major, minor) >= (0, 8)
 
 
+def ef_search(conn: psycopg.Connection, schema: str, vector_table: str, tenant_id: str, k: int) -> int:
+    """HNSW candidates per search: at least 2k, more for a larger graph (its own partition's estimated rows)."""
+    from ..store.vector_tables import tenant_partition
+
+    row = conn.execute(
+        "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+        (f'"{schema}"."{tenant_partition(vector_table.removeprefix("vectors_"), tenant_id)}"',),
+    ).fetchone()
+    size = max(float(row[0]), 0.0) if row else 0.0
+    floor = 64 if size < 20_000 else 128 if size < 200_000 else 256
+    return min(1000, max(2 * k, floor))
+
+
 def search_vector(
     conn: psycopg.Connection,
     schema: str,
@@ -51,9 +64,11 @@ def search_vector(
         raise ValueError("k must be at least 1")
     version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
     with conn.transaction():
-        # HNSW returns ef_search candidates before the tenant filter; widen it and, where pgvector can,
-        # keep scanning until k rows of this tenant are found.
-        conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, max(40, 2 * k))),))
+        # A small tenant's rows sit in the shared partition, which has no HNSW graph: an exact scan of its own
+        # rows. A large tenant has a partition and a graph of its own; ef_search grows with k and its size, and
+        # where pgvector can, the scan goes on until k rows of the chunk set are found.
+        conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search(conn, schema, vector_table,
+                                                                                       tenant_id, k)),))  # fmt: skip
         if version and _supports_iterative_scan(version[0]):
             conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         rows = conn.execute(

@@ -18,13 +18,20 @@ def schema_description(conn: psycopg.Connection, schema: str) -> dict[str, objec
         SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-         WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
+         WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p', 'f') AND NOT c.relispartition
          ORDER BY 1, 2
         """,
         (schema,),
     ).fetchall()
+    # a tenant's own vector partition and its HNSW index come and go with its size: layout, not schema
     indexes = conn.execute(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s ORDER BY 1", (schema,)
+        """
+        SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x
+          JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
+          JOIN pg_namespace n ON n.oid = t.relnamespace
+         WHERE n.nspname = %s AND NOT t.relispartition ORDER BY 1
+        """,
+        (schema,),
     ).fetchall()
     tables: dict[str, list[list[object]]] = {}
     for relname, column, type_, not_null in columns:

@@ -1,11 +1,17 @@
-"""Vector tables: one per model identity (`vectors_<model_key>`, `vector(dims)`, HNSW cosine index).
+"""Vector tables: one per model identity (`vectors_<model_key>`, `vector(dims)`), laid out per tenant.
 
-Vectors of different models never share a table or an index, so a model change can be filled side by side
-and nothing ever mixes two models in one search. The tables are made right (and repaired) at every run.
+Vectors of different models never share a table or an index, so a model change can be filled side by side and
+nothing ever mixes two models in one search. Within a model the table is partitioned by tenant (LIST on
+tenant_id): the long tail of small tenants shares the DEFAULT partition `vectors_<model_key>_shared`, which has
+no HNSW index, so their searches are exact scans of their own rows (the primary key finds them); a tenant that
+grows past EMBEDDINGS_TENANT_INDEX_THRESHOLD vectors gets a partition of its own (`vp_<digest>`) with its own
+HNSW graph, built in bulk. No search ever filters another tenant's vectors out of an index scan, and no insert
+pays for a graph holding other tenants' vectors. The tables are made right (and repaired) at every run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import psycopg
@@ -14,17 +20,33 @@ from psycopg import sql
 from ..providers.base import ModelIdentity
 from .db import relation_exists, table
 
+DEFAULT_THRESHOLD = 5000
+
+
+def tenant_index_threshold() -> int:
+    """EMBEDDINGS_TENANT_INDEX_THRESHOLD: vectors from which a tenant gets its own partition and HNSW index."""
+    return int(os.environ.get("EMBEDDINGS_TENANT_INDEX_THRESHOLD", str(DEFAULT_THRESHOLD)))
+
+
+def shared_partition(model_key: str) -> str:
+    return f"vectors_{model_key}_shared"
+
+
+def tenant_partition(model_key: str, tenant_id: str) -> str:
+    """The name of a tenant's own partition (tenant ids are data: they never become identifiers themselves)."""
+    return "vp_" + hashlib.sha256(f"{model_key}\x1f{tenant_id}".encode()).hexdigest()[:20]
+
 
 def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentity, spec: str | None = None) -> str:
     """Record the model identity and make its vector table, columns and indexes right (idempotent).
 
     This is also the drift repair: a table, column or index dropped or altered behind the pipeline's back is
     restored here, at the start of every embeddings step. Rows that survive are kept; vectors lost with a dropped
-    column are NULL afterwards, so the same step re-embeds them.
+    column are NULL afterwards, so the same step re-embeds them. A table of the earlier layout (one table, one
+    HNSW index for every tenant) becomes the shared partition of the new one, in place: nothing is re-embedded.
     """
     vt = identity.vector_table
     key = identity.model_key
-    t = table(schema, vt)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:model:{key}",))
         conn.execute(
@@ -40,6 +62,8 @@ def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentit
             (key, identity.provider, identity.name, identity.revision, identity.dims, identity.normalized,
              identity.query_prefix, identity.passage_prefix, identity.max_tokens, vt, spec),
         )  # fmt: skip
+        if _relkind(conn, schema, vt) == "r":
+            _partition_in_place(conn, schema, key)
         conn.execute(
             sql.SQL(
                 """
@@ -52,19 +76,100 @@ def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentit
                     run_id       text,
                     embedded_at  timestamptz DEFAULT now(),
                     PRIMARY KEY (tenant_id, chunk_id)
-                )
+                ) PARTITION BY LIST (tenant_id)
                 """
-            ).format(t=t, dims=sql.Literal(identity.dims))
+            ).format(t=table(schema, vt), dims=sql.Literal(identity.dims))
         )
-        _repair_columns(conn, schema, vt, identity.dims)
-        if serves(conn, schema, key):
-            _create_search_index(conn, schema, key)
         conn.execute(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (tenant_id, content_hash)").format(
-                sql.Identifier(f"{key}_hash"), t
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} DEFAULT").format(
+                table(schema, shared_partition(key)), table(schema, vt)
             )
         )
+        _repair_columns(conn, schema, vt, identity.dims)
+        conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (tenant_id, content_hash)").format(
+                sql.Identifier(f"{key}_hash"), table(schema, vt)
+            )
+        )
+        if serves(conn, schema, key):
+            _create_search_indexes(conn, schema, key)
     return vt
+
+
+def _relkind(conn: psycopg.Connection, schema: str, name: str) -> str | None:
+    row = conn.execute("SELECT relkind::text FROM pg_class WHERE oid = to_regclass(%s)", (f'"{schema}"."{name}"',))
+    found = row.fetchone()
+    return found[0] if found else None
+
+
+def _partition_in_place(conn: psycopg.Connection, schema: str, model_key: str) -> None:
+    """The earlier layout (a plain table with one HNSW index for all tenants) -> the shared partition of a
+    partitioned table; tenants above the threshold then move to partitions of their own (`promote_large`)."""
+    vt, shared = f"vectors_{model_key}", shared_partition(model_key)
+    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(table(schema, f"{model_key}_hnsw")))
+    conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(table(schema, vt), sql.Identifier(shared)))
+    # the old table's index names go with it, so the partitioned table can take them (and adopt the indexes)
+    for (name,) in conn.execute(
+        "SELECT c.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid WHERE x.indrelid = to_regclass(%s)",
+        (f'"{schema}"."{shared}"',),
+    ).fetchall():
+        renamed = "vpi_" + hashlib.sha256(f"{shared}\x1f{name}".encode()).hexdigest()[:20]
+        conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(table(schema, name), sql.Identifier(renamed)))
+    conn.execute(
+        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS) PARTITION BY LIST (tenant_id)").format(
+            table(schema, vt), table(schema, shared)
+        )
+    )
+    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (tenant_id, chunk_id)").format(table(schema, vt)))
+    conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} DEFAULT").format(table(schema, vt), table(schema, shared)))
+
+
+def promote_large(conn: psycopg.Connection, schema: str, model_key: str, tenant_id: str | None = None) -> list[str]:
+    """Give every tenant (or just `tenant_id`) with at least the threshold of vectors in the shared partition a
+    partition of its own, with its HNSW index built in bulk when the model serves a tenant. Rows are moved, never
+    re-embedded. Returns the tenants promoted."""
+    shared = table(schema, shared_partition(model_key))
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:model:{model_key}",))
+        if _relkind(conn, schema, shared_partition(model_key)) != "r":
+            return []
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT tenant_id FROM {} WHERE (%(t)s::text IS NULL OR tenant_id = %(t)s)"
+                " GROUP BY tenant_id HAVING count(*) >= %(n)s ORDER BY 1"
+            ).format(shared),
+            {"t": tenant_id, "n": tenant_index_threshold()},
+        ).fetchall()
+        promoted = [r[0] for r in rows]
+        for tenant in promoted:
+            _move_to_own_partition(conn, schema, model_key, tenant)
+        if promoted and serves(conn, schema, model_key):
+            _build_memory(conn)
+            _create_search_indexes(conn, schema, model_key)
+    return promoted
+
+
+def _move_to_own_partition(conn: psycopg.Connection, schema: str, model_key: str, tenant_id: str) -> None:
+    parent, shared = table(schema, f"vectors_{model_key}"), table(schema, shared_partition(model_key))
+    own = table(schema, tenant_partition(model_key, tenant_id))
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(own, parent))
+    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {} WHERE tenant_id = %s").format(own, shared), (tenant_id,))
+    conn.execute(sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(shared), (tenant_id,))
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(parent, own, sql.Literal(tenant_id))
+    )
+
+
+def own_partitions(conn: psycopg.Connection, schema: str, model_key: str) -> list[str]:
+    """The model's per-tenant partitions (the shared one excluded)."""
+    rows = conn.execute(
+        """
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = to_regclass(%s) AND c.relname <> %s ORDER BY 1
+        """,
+        (f'"{schema}"."vectors_{model_key}"', shared_partition(model_key)),
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def serves(conn: psycopg.Connection, schema: str, model_key: str) -> bool:
@@ -77,27 +182,37 @@ def serves(conn: psycopg.Connection, schema: str, model_key: str) -> bool:
 
 
 def ensure_search_index(conn: psycopg.Connection, schema: str, model_key: str) -> None:
-    """The model's HNSW index, built in bulk before the model first serves a tenant.
+    """The HNSW indexes of the model's per-tenant partitions, built in bulk before the model first serves.
 
-    A model being filled side by side serves nobody, so its table has no HNSW index while it fills: inserting
-    into an HNSW graph costs about a millisecond per vector on 2 cores, far more than the COPY; one bulk build
-    at the switch is several times cheaper (`bench/scale.py`). Writers of the same table wait for the build.
+    A model being filled side by side serves nobody, so its partitions have no HNSW index while it fills:
+    inserting into an HNSW graph costs about a millisecond per vector on 2 cores, far more than the COPY; one bulk
+    build at the switch is several times cheaper (`bench/scale.py`). Writers of the same table wait for the build.
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:model:{model_key}",))
-        conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (os.environ.get(
-            "EMBEDDINGS_INDEX_BUILD_MEMORY", "512MB"),))  # fmt: skip
-        _create_search_index(conn, schema, model_key)
+        _build_memory(conn)
+        _create_search_indexes(conn, schema, model_key)
 
 
-def _create_search_index(conn: psycopg.Connection, schema: str, model_key: str) -> None:
-    if relation_exists(conn, schema, f"{model_key}_hnsw"):
-        return  # (CREATE INDEX IF NOT EXISTS would still lock the table against writers)
-    conn.execute(
-        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
-            sql.Identifier(f"{model_key}_hnsw"), table(schema, f"vectors_{model_key}")
+def _build_memory(conn: psycopg.Connection) -> None:
+    conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (os.environ.get(
+        "EMBEDDINGS_INDEX_BUILD_MEMORY", "512MB"),))  # fmt: skip
+
+
+def _create_search_indexes(conn: psycopg.Connection, schema: str, model_key: str) -> None:
+    for partition in own_partitions(conn, schema, model_key):
+        if relation_exists(conn, schema, f"{partition}_hnsw"):
+            continue  # (CREATE INDEX IF NOT EXISTS would still lock the table against writers)
+        conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+                sql.Identifier(f"{partition}_hnsw"), table(schema, partition)
+            )
         )
-    )
+
+
+def _drop_search_indexes(conn: psycopg.Connection, schema: str, model_key: str) -> None:
+    for partition in own_partitions(conn, schema, model_key):
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(table(schema, f"{partition}_hnsw")))
 
 
 _COLUMNS = {
@@ -128,11 +243,7 @@ def _repair_columns(conn: psycopg.Connection, schema: str, vt: str, dims: int) -
                 sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(t, sql.Identifier(column), sql.SQL(expected))
             )
         elif actual[column] != expected and column == "embedding":
-            conn.execute(
-                sql.SQL("DROP INDEX IF EXISTS {}.{}").format(
-                    sql.Identifier(schema), sql.Identifier(f"{vt.removeprefix('vectors_')}_hnsw")
-                )
-            )
+            _drop_search_indexes(conn, schema, vt.removeprefix("vectors_"))
             conn.execute(
                 sql.SQL("UPDATE {} SET embedding = NULL WHERE vector_dims(embedding) <> %s").format(t), (dims,)
             )

@@ -1,0 +1,139 @@
+"""Tenant-aware vector storage: a small tenant beside a large one still gets the exact top-k; a large tenant's
+own partition and HNSW graph answer near-exactly; the earlier one-table layout converts in place."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from psycopg import sql
+
+from embeddings_pipeline.providers.base import ModelIdentity
+from embeddings_pipeline.search import search_vector
+from embeddings_pipeline.store import vector_tables, vectors
+
+DIMS = 16
+IDENTITY = ModelIdentity("sentence-transformers", "layout-test", "rev1", DIMS, True, 256)
+KEY, VT = IDENTITY.model_key, IDENTITY.vector_table
+SIZES = {"big": 1500, "medium": 300, "o'brien/é 小": 30}  # the small tenant has an odd id
+CENTERS = np.random.default_rng(7).normal(size=(4, DIMS))
+
+
+def clustered(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Vectors in a few tight clusters (real embeddings cluster; uniform vectors would hide the problem)."""
+    v = CENTERS[rng.integers(0, len(CENTERS), n)] + 0.15 * rng.normal(size=(n, DIMS))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def write_tenant(conn, schema: str, tenant: str, vecs: np.ndarray) -> list[str]:
+    ids = [f"{tenant}:c{i}" for i in range(len(vecs))]
+    with conn.transaction():
+        conn.execute(sql.SQL("INSERT INTO {}.tenants (tenant_id) VALUES (%s) ON CONFLICT DO NOTHING").format(
+            sql.Identifier(schema)), (tenant,))  # fmt: skip
+        with conn.cursor().copy(sql.SQL(
+            "COPY {}.chunks (tenant_id, chunk_id, block_id, doc_id, ordinal, text, content_hash, token_count, "
+            "chunker_version) FROM STDIN").format(sql.Identifier(schema))) as copy:  # fmt: skip
+            for i, cid in enumerate(ids):
+                copy.write_row((tenant, cid, f"b{i}", f"doc{i // 10}", i % 10, f"text {i}", f"h{i}", 3, "set"))
+    pending = [vectors.PendingChunk(cid, f"h{i}", f"text {i}") for i, cid in enumerate(ids)]
+    vectors.write_vectors(conn, schema, IDENTITY, tenant, pending, vecs, "run-1")
+    return ids
+
+
+@pytest.fixture()
+def corpus(conn, schema, monkeypatch):
+    """Three tenants of very different sizes in one model; the threshold puts only `big` in its own partition."""
+    monkeypatch.setenv("EMBEDDINGS_TENANT_INDEX_THRESHOLD", "500")
+    vector_tables.register_model(conn, schema, IDENTITY)
+    rng = np.random.default_rng(11)
+    data = {}
+    for tenant, n in SIZES.items():
+        vecs = clustered(rng, n)
+        data[tenant] = (write_tenant(conn, schema, tenant, vecs), vecs)
+        assert vector_tables.promote_large(conn, schema, KEY, tenant) == ([tenant] if n >= 500 else [])
+    conn.execute(sql.SQL("UPDATE {}.tenants SET active_model_key = %s").format(sql.Identifier(schema)), (KEY,))
+    vector_tables.ensure_search_index(conn, schema, KEY)
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, VT)))  # the planner knows the sizes
+    return data
+
+
+def exact_top(ids: list[str], vecs: np.ndarray, query: np.ndarray, k: int) -> list[str]:
+    order = np.argsort(-(vecs @ query), kind="stable")[:k]
+    return [ids[i] for i in order]
+
+
+def hits(conn, schema, tenant: str, query: np.ndarray, k: int) -> list[str]:
+    return [h.chunk_id for h in search_vector(conn, schema, VT, tenant, query, k)]
+
+
+def test_each_tenant_has_the_layout_its_size_calls_for(corpus, conn, schema):
+    parts = vector_tables.own_partitions(conn, schema, KEY)
+    assert parts == [vector_tables.tenant_partition(KEY, "big")]
+    indexes = {r[0] for r in conn.execute(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexdef LIKE '%%hnsw%%'", (schema,))}  # fmt: skip
+    assert indexes == {f"{parts[0]}_hnsw"}  # the shared partition has no graph: small tenants are scanned exactly
+    shared = conn.execute(sql.SQL("SELECT DISTINCT tenant_id FROM {}").format(
+        sql.Identifier(schema, vector_tables.shared_partition(KEY)))).fetchall()  # fmt: skip
+    assert {r[0] for r in shared} == {"medium", "o'brien/é 小"}
+
+
+def test_small_and_medium_tenants_get_the_exact_top_k_beside_a_large_one(corpus, conn, schema):
+    rng = np.random.default_rng(3)
+    for tenant in ("medium", "o'brien/é 小"):
+        ids, vecs = corpus[tenant]
+        for query in clustered(rng, 20):  # queries fall where the big tenant's vectors are dense too
+            assert hits(conn, schema, tenant, query, 10) == exact_top(ids, vecs, query, 10)
+        assert len(hits(conn, schema, tenant, clustered(rng, 1)[0], 100)) == min(100, len(ids))
+
+
+def test_the_large_tenant_is_near_exact_on_its_own_graph(corpus, conn, schema):
+    ids, vecs = corpus["big"]
+    rng = np.random.default_rng(5)
+    recalls = []
+    for query in clustered(rng, 20):
+        found = hits(conn, schema, "big", query, 10)
+        assert len(found) == 10 and all(cid.startswith("big:") for cid in found)
+        recalls.append(len(set(found) & set(exact_top(ids, vecs, query, 10))) / 10)
+    assert np.mean(recalls) >= 0.95
+
+
+def test_a_tenant_never_reads_another_tenants_vectors(corpus, conn, schema):
+    query = clustered(np.random.default_rng(9), 1)[0]
+    for tenant in SIZES:
+        assert all(cid.startswith(f"{tenant}:") for cid in hits(conn, schema, tenant, query, 50))
+    assert hits(conn, schema, "o'brien/é", query, 10) == []  # a prefix of a tenant id is another tenant
+
+
+def test_the_one_table_layout_becomes_partitions_in_place(conn, schema, monkeypatch):
+    """A database of the earlier layout (one table and one HNSW graph for every tenant): the next run keeps every
+    vector, moves the large tenant to its own partition, and search answers the same."""
+    t = sql.Identifier(schema, VT)
+    vector_tables.register_model(conn, schema, IDENTITY)  # registers the model; then rebuild the old layout by hand
+    conn.execute(sql.SQL("DROP TABLE {}").format(t))
+    conn.execute(sql.SQL(
+        "CREATE TABLE {} (tenant_id text NOT NULL, chunk_id text NOT NULL, content_hash text, embedding vector({}),"
+        " model_key text, run_id text, embedded_at timestamptz DEFAULT now(), PRIMARY KEY (tenant_id, chunk_id))"
+    ).format(t, sql.Literal(DIMS)))  # fmt: skip
+    conn.execute(sql.SQL("CREATE INDEX {} ON {} (tenant_id, content_hash)").format(sql.Identifier(f"{KEY}_hash"), t))
+    conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+        sql.Identifier(f"{KEY}_hnsw"), t))  # fmt: skip
+    rng = np.random.default_rng(13)
+    made = {tenant: clustered(rng, n) for tenant, n in (("big", 600), ("s", 40))}
+    ids = {tenant: write_tenant(conn, schema, tenant, vecs) for tenant, vecs in made.items()}
+    query = clustered(rng, 1)[0]
+    small_before = hits(conn, schema, "s", query, 10)
+    rows = sql.SQL("SELECT tenant_id, chunk_id, embedding::text FROM {} ORDER BY 1, 2").format(t)
+    rows_before = conn.execute(rows).fetchall()
+
+    monkeypatch.setenv("EMBEDDINGS_TENANT_INDEX_THRESHOLD", "500")
+    vector_tables.register_model(conn, schema, IDENTITY)
+    kind = conn.execute("SELECT relkind::text FROM pg_class WHERE oid = to_regclass(%s)", (f'"{schema}"."{VT}"',))
+    assert kind.fetchone() == ("p",)
+    assert vector_tables.promote_large(conn, schema, KEY) == ["big"]
+    assert conn.execute(rows).fetchall() == rows_before  # every vector kept, none re-embedded
+    assert hits(conn, schema, "s", query, 10) == small_before == exact_top(ids["s"], made["s"], query, 10)
+    conn.execute(sql.SQL("UPDATE {}.tenants SET active_model_key = %s").format(sql.Identifier(schema)), (KEY,))
+    vector_tables.ensure_search_index(conn, schema, KEY)
+    found = hits(conn, schema, "big", query, 10)
+    assert len(set(found) & set(exact_top(ids["big"], made["big"], query, 10))) >= 9
+    vector_tables.register_model(conn, schema, IDENTITY)  # idempotent
+    assert vector_tables.own_partitions(conn, schema, KEY) == [vector_tables.tenant_partition(KEY, "big")]
