@@ -32,6 +32,13 @@ CHECK_SPECS = [
         description="A new model ready to take over ranks the tenant's quality queries no worse than the active "
         "one (nDCG@10 within EMBEDDINGS_QUALITY_MAX_DROP); otherwise search stays on the active model.",
     ),
+    dg.AssetCheckSpec(
+        "source_rows_valid",
+        asset="embeddings",
+        description="Every live source row of the tenant can be parsed (WARN): a row with an unknown format, a NULL "
+        "body or updated_at, or a doc_id on several rows is skipped and listed in `document_errors`; the rest of "
+        "the tenant is embedded.",
+    ),
 ]
 
 
@@ -53,11 +60,13 @@ def evaluate_tenant_checks(
     failure: str | None = None,
     gate: GateResult | None = None,
 ) -> list[dg.AssetCheckResult]:
-    """The five per-tenant checks of the model's chunk set, evaluated on the rows as they are now."""
+    """The per-tenant checks of the model's chunk set, evaluated on the rows as they are now."""
     keys = facts.model_keys(conn, schema, identity, tenant)
+    bad_rows = facts.document_errors(conn, schema, tenant)
     missing_extra = {
         "model_key": identity.model_key,
         "chunker_version": chunk_set,
+        "document_errors": bad_rows.count,  # documents skipped before chunking: no chunk of theirs is missing
         **({"run_error": failure} if failure else {}),
     }
     return [
@@ -95,26 +104,35 @@ def evaluate_tenant_checks(
             severity=ERROR,
             metadata={"tenant": tenant, "evaluated": gate is not None, **(gate.as_metadata() if gate else {})},
         ),
+        dg.AssetCheckResult(
+            check_name="source_rows_valid",
+            passed=bad_rows.ok,
+            severity=WARN,
+            metadata={"tenant": tenant, "count": bad_rows.count, "example_documents": bad_rows.examples},
+        ),
     ]
 
 
 @dg.asset_check(
     asset="embeddings",
     name="missing_vectors_sweep",
-    description="All tenants: live chunks whose vector is missing or NULL, e.g. written behind the pipeline's back.",
+    description="All tenants: live chunks whose vector is missing or NULL, e.g. written behind the pipeline's back, "
+    "and live documents never chunked (a failed run, a provider down, a source row that cannot be parsed).",
 )
 def missing_vectors_sweep(store: PipelineStore, model: EmbeddingModel) -> dg.AssetCheckResult:
     default_key = model.provider().identity.model_key
     with store.connect() as conn:
-        by_tenant, damage = facts.missing_by_tenant(conn, store.schema, default_key)
+        found = facts.sweep(conn, store.schema, default_key)
     return dg.AssetCheckResult(
-        passed=not by_tenant and not damage,
+        passed=not found.missing and not found.damage,
         severity=ERROR,
         metadata={
-            "missing_total": sum(by_tenant.values()),
-            "tenants_affected": len(by_tenant),
-            "missing_by_tenant": dg.MetadataValue.json(by_tenant),
+            "missing_total": sum(found.missing.values()),
+            "tenants_affected": len(found.missing),
+            "missing_by_tenant": dg.MetadataValue.json(found.missing),
+            "documents_not_chunked_by_tenant": dg.MetadataValue.json(found.not_chunked),
+            "document_errors_by_tenant": dg.MetadataValue.json(found.document_errors),
             "default_model_key": default_key,
-            **({"storage_damage": "; ".join(damage)} if damage else {}),
+            **({"storage_damage": "; ".join(found.damage)} if found.damage else {}),
         },
     )

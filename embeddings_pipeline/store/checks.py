@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 
 from ..providers.base import ModelIdentity
-from .db import table
+from .db import source_relation, table
 
 EXAMPLES = 5
 
@@ -104,12 +104,41 @@ def truncated_chunks(
     return _finding(conn, q, {"t": tenant_id, "cv": chunker_version, "max": identity.max_tokens})
 
 
+def document_errors(conn: psycopg.Connection, schema: str, tenant_id: str) -> Finding:
+    """Source rows of the tenant that cannot be parsed; examples are `doc_id: reason`."""
+    q = sql.SQL("SELECT doc_id || ': ' || reason AS id FROM {} WHERE tenant_id = %(t)s").format(
+        table(schema, "document_errors")
+    )
+    return _finding(conn, q, {"t": tenant_id})
+
+
+@dataclass
+class Sweep:
+    """All tenants' missing vectors: `missing` per tenant (chunks without a vector plus `not_chunked`), live
+    documents never chunked into the set search reads, unparseable source rows, damaged vector storage."""
+
+    missing: dict[str, int] = field(default_factory=dict)
+    not_chunked: dict[str, int] = field(default_factory=dict)
+    document_errors: dict[str, int] = field(default_factory=dict)
+    damage: list[str] = field(default_factory=list)
+
+
 def missing_by_tenant(
     conn: psycopg.Connection, schema: str, default_model_key: str
 ) -> tuple[dict[str, int], list[str]]:
+    """`sweep(...)`'s missing counts per tenant and storage damage."""
+    found = sweep(conn, schema, default_model_key)
+    return found.missing, found.damage
+
+
+def _counts_by_tenant(conn: psycopg.Connection, query: sql.Composable) -> dict[str, int]:
+    return {r[0]: int(r[1]) for r in conn.execute(query).fetchall()}
+
+
+def sweep(conn: psycopg.Connection, schema: str, default_model_key: str) -> Sweep:
     """All tenants at once, each against its active model and chunk set (or the default model): live chunks
-    without a non-NULL vector, e.g. nulled or deleted behind the pipeline's back. Reads ids and counts only,
-    never content.
+    without a non-NULL vector, e.g. nulled or deleted behind the pipeline's back, plus live documents with no
+    place in that chunk set (their run failed or never came). Reads ids and counts only, never content.
 
     Where a vector table or its `embedding` column is gone (a schema push dropped it), every live chunk of the
     tenants on that model counts as missing and the second value says what is damaged. The sweep only reports;
@@ -160,4 +189,24 @@ def missing_by_tenant(
             damage.append(f"vector storage of {model_key}: {reason}")
             rows = conn.execute(count_all, (tenants,)).fetchall()
         missing.update({r[0]: int(r[1]) for r in rows})
-    return dict(sorted(missing.items())), damage
+    not_chunked = _counts_by_tenant(
+        conn,
+        sql.SQL(
+            """
+            SELECT d.tenant_id, count(DISTINCT d.doc_id) FROM {docs} d
+              LEFT JOIN {tenants} t ON t.tenant_id = d.tenant_id
+             WHERE d.deleted_at IS NULL AND d.tenant_id IS NOT NULL AND NOT EXISTS (
+                   SELECT 1 FROM {done} s WHERE s.tenant_id = d.tenant_id AND s.doc_id = d.doc_id
+                      AND s.chunker_version = coalesce(t.active_chunker_version, s.chunker_version))
+             GROUP BY 1
+            """
+        ).format(
+            docs=source_relation(schema), tenants=table(schema, "tenants"), done=table(schema, "chunked_documents")
+        ),
+    )
+    for tenant, n in not_chunked.items():
+        missing[tenant] = missing.get(tenant, 0) + n
+    errors = _counts_by_tenant(
+        conn, sql.SQL("SELECT tenant_id, count(*) FROM {} GROUP BY 1").format(table(schema, "document_errors"))
+    )
+    return Sweep(dict(sorted(missing.items())), dict(sorted(not_chunked.items())), dict(sorted(errors.items())), damage)

@@ -158,6 +158,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        8,
+        "source rows that cannot be parsed (unknown format, NULL body or updated_at, a duplicate doc_id), per "
+        "document with the reason, until the row becomes good or leaves the source",
+        """
+        CREATE TABLE IF NOT EXISTS {s}.document_errors (
+            tenant_id     text NOT NULL,
+            doc_id        text NOT NULL,
+            reason        text NOT NULL,
+            first_seen_at timestamptz NOT NULL DEFAULT now(),
+            last_seen_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (tenant_id, doc_id)
+        );
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -23,6 +23,8 @@ class TenantStatus:
     errors: int
     model_key: str
     chunker_version: str | None = None
+    documents_not_chunked: int = 0  # live documents with no place in the chunk set yet (counted in `missing`)
+    document_errors: int = 0  # source rows that cannot be parsed (see `document_errors`)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -33,15 +35,26 @@ def tenant_status(
 ) -> TenantStatus:
     """Counts for one tenant against one model and its chunk set (by default the set its vectors belong to, see
     `chunk_set_of`). `chunks` = live chunks of that set; `vectors` = current non-NULL vectors; `missing` =
-    chunks without one (none, NULL, or stale); `stale` = vectors whose text hash differs from their chunk's."""
+    chunks without one (none, NULL, or stale) plus `documents_not_chunked`, the live documents never chunked into
+    the set (a failed run, a provider down, a row that cannot be parsed: their vectors are missing too, though no
+    chunk says so); `stale` = vectors whose text hash differs from their chunk's; `document_errors` = source rows
+    that cannot be parsed."""
     chunk_set = chunk_set or chunk_set_of(conn, schema, tenant_id, model_key)
     q = {
         "documents": "SELECT count(*) FROM {documents} WHERE tenant_id = %(t)s AND deleted_at IS NULL",
         "blocks": "SELECT count(*) FROM {blocks} WHERE tenant_id = %(t)s",
         "chunks": "SELECT count(*) FROM {chunks} c WHERE c.tenant_id = %(t)s AND {in_set}",
         "errors": "SELECT count(*) FROM {embedding_errors} WHERE tenant_id = %(t)s AND model_key = %(m)s",
+        "not_chunked": """
+            SELECT count(DISTINCT d.doc_id) FROM {documents} d
+             WHERE d.tenant_id = %(t)s AND d.deleted_at IS NULL AND NOT EXISTS (
+                   SELECT 1 FROM {chunked_documents} c
+                    WHERE c.tenant_id = d.tenant_id AND c.doc_id = d.doc_id AND {in_set})
+            """,
+        "document_errors": "SELECT count(*) FROM {document_errors} WHERE tenant_id = %(t)s",
     }
-    names = {n: table(schema, n) for n in ("blocks", "chunks", "embedding_errors")} | {
+    derived = ("blocks", "chunks", "chunked_documents", "embedding_errors", "document_errors")
+    names = {n: table(schema, n) for n in derived} | {
         "documents": source_relation(schema),
         "in_set": sql.SQL("(%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)"),
     }
@@ -66,6 +79,7 @@ def tenant_status(
         assert row is not None
         vectors, stale = int(row[0]), int(row[1])
         missing = counts["chunks"] - vectors
+    missing += counts["not_chunked"]
     return TenantStatus(
         tenant_id,
         counts["documents"],
@@ -77,6 +91,8 @@ def tenant_status(
         counts["errors"],
         model_key,
         chunk_set,
+        counts["not_chunked"],
+        counts["document_errors"],
     )
 
 
