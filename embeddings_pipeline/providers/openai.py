@@ -4,7 +4,9 @@ through httpx.
 The API key is never held by the provider: ``api_key_env`` is the NAME of the environment variable that holds it
 (the tenant's credential reference), read from ``os.environ`` on every request. The key is not in ``repr``, not
 logged, and not in exception messages (servers' 401/403 messages, which may echo a masked key, are not forwarded;
-other server messages are forwarded with the key redacted).
+other server messages are forwarded with the key redacted). User info in the base URL (``http://user:pass@host``)
+is sent as basic auth, exactly as httpx would send it, but kept out of every URL the client builds, so it is in no
+error, log line or breaker name either; errors carry no chained client exception (see ``RemoteProvider._call``).
 
 Identity assumptions, since a remote API publishes no weights digest:
 
@@ -34,7 +36,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .base import ModelIdentity, spec_for
-from .remote import RemoteProvider, display_url
+from .remote import RemoteProvider, credential_forms, display_url, split_credentials
 from .resilience import CircuitBreaker, ErrorKind, ProviderCallError, RetryPolicy, breaker_for
 
 if TYPE_CHECKING:
@@ -86,7 +88,11 @@ class OpenAICompatibleProvider(RemoteProvider):
         super().__init__(name, batch_size, timeout, query_prefix, passage_prefix, policy, spec)
         if dimensions is not None and dimensions < 1:
             raise ValueError(f"dimensions must be >= 1, got {dimensions}")
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        # user info in the URL (a gateway's basic auth) is taken out of it and sent as httpx would have sent it,
+        # so no request URL, and so no client error or log line, carries the credential
+        self.base_url, self._url_auth = split_credentials(
+            (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        )
         self.display_url = display_url(self.base_url)
         self.api_key_env = api_key_env
         self.dimensions = dimensions
@@ -106,7 +112,8 @@ class OpenAICompatibleProvider(RemoteProvider):
     def client(self) -> httpx.Client:
         import httpx
 
-        return httpx.Client(timeout=self.timeout, headers={"User-Agent": "embeddings-pipeline"})
+        auth = httpx.BasicAuth(*self._url_auth) if self._url_auth else None
+        return httpx.Client(timeout=self.timeout, headers={"User-Agent": "embeddings-pipeline"}, auth=auth)
 
     # ------------------------------------------------------------------ identity
 
@@ -183,7 +190,7 @@ class OpenAICompatibleProvider(RemoteProvider):
             response.raise_for_status()
             return response.json()  # malformed JSON raises JSONDecodeError: transient, retried
 
-        payload = self._call(post, what, redact=(key,))
+        payload = self._call(post, what, redact=(key, *(credential_forms(*self._url_auth) if self._url_auth else ())))
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list):
             raise self._fatal(f"{what}: the response has no `data` list")

@@ -8,12 +8,14 @@ batching (``_embed``) and ``_describe``.
 
 from __future__ import annotations
 
+import base64
 import functools
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -51,6 +53,40 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without its user info, and the (user, password) it held (percent-decoded, as httpx reads them), so
+    the credential travels as an auth setting and never inside a URL that errors and logs repeat."""
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        if "@" not in parts.netloc:
+            return url, None
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    except ValueError:
+        return url, None
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), (user, password)
+
+
+def credential_forms(user: str, password: str) -> tuple[str, ...]:
+    """Every spelling of a URL credential that a server or gateway might echo back: the parts, ``user:password``
+    and the Basic token httpx sends for it."""
+    pair = f"{user}:{password}"
+    token = base64.b64encode(pair.encode("utf-8")).decode("ascii")
+    return tuple(s for s in (token, pair, password, user) if s)
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+_AUTH_VALUE = re.compile(r"\b((?i:bearer)|Basic)\s+[A-Za-z0-9._~+/=-]{12,}")
+
+
+def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` with each of ``secrets``, any URL's user info and any Authorization-style value removed."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):  # a longer form before its parts
+        text = text.replace(secret, "[redacted]")
+    text = _USERINFO.sub(r"\1[redacted]@", text)
+    return _AUTH_VALUE.sub(r"\1 [redacted]", text)
+
+
 def server_detail(exc: BaseException, redact: tuple[str, ...] = ()) -> str | None:
     """A short, credential-free description of what the server or transport said, from ``exc``'s chain."""
     import httpx
@@ -69,10 +105,7 @@ def server_detail(exc: BaseException, redact: tuple[str, ...] = ()) -> str | Non
             break
     if not detail:
         return None
-    for secret in redact:
-        if secret:
-            detail = detail.replace(secret, "[redacted]")
-    detail = " ".join(detail.split())
+    detail = " ".join(redact_text(detail, redact).split())
     return detail[:300] + ("..." if len(detail) > 300 else "")
 
 
@@ -160,13 +193,19 @@ class RemoteProvider(ABC):
         """``what`` prefixed with the provider, model and endpoint, for messages."""
 
     def _call(self, fn: Callable[[], T], what: str, *, redact: tuple[str, ...] = ()) -> T:
-        """``fn()`` with retries and the circuit breaker; a failure names ``what`` and what the server said."""
+        """``fn()`` with retries and the circuit breaker; a failure names ``what`` and what the server said.
+
+        The error raised has no cause and no context: the client's own exceptions repeat the request URL (and
+        whatever a server answered), which must reach no log, event or table. Its message, kind and status say
+        what happened."""
         try:
             return call_with_retries(
                 fn, policy=self.policy, breaker=self.breaker, stats=self.stats, describe=self._describe(what)
             )
         except ProviderCallError as exc:
-            raise self._call_error(exc, redact) from exc
+            error = self._call_error(exc, redact)
+        error.__cause__ = error.__context__ = None
+        raise error  # outside the except block, so Python chains nothing to it
 
     def _call_error(self, exc: ProviderCallError, redact: tuple[str, ...]) -> ProviderCallError:
         """The error ``_call`` raises for ``exc``: with the server's detail, ``redact`` values removed."""
