@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import click
 
-from . import backfill, content, db, models, quality, tenants
+from . import backfill, content, db, models, quality, serve, tenants, tokens
 
 
 @click.group()
@@ -35,5 +35,7 @@ for _command in (
     backfill.lineage_cmd,
     quality.eval_cmd,
     quality.gate,
+    serve.serve,
 ):
     main.add_command(_command)
+tenants.tenants.add_command(tokens.token)

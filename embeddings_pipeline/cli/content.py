@@ -123,11 +123,15 @@ def search(query: str, tenant: str, k: int, mode: str, as_json: bool) -> None:
     """Top-k chunks of TENANT for QUERY (with the tenant's active model)."""
     from ..pipeline.model_change import search_provider
     from ..search import search_mode
+    from ..service.client import search_through_service
     from ..store.scope import Scope
 
-    with connect() as (conn, schema):
-        provider = search_provider(Scope(conn, schema, tenant))
-        hits = search_mode(conn, schema, provider, tenant, query, k, mode)
+    remote = search_through_service(tenant, query, k, mode)  # (hits, model_key) if EMBEDDINGS_SERVICE_URL is set
+    if remote is None:
+        with connect() as (conn, schema):
+            provider = search_provider(Scope(conn, schema, tenant))
+            hits = search_mode(conn, schema, provider, tenant, query, k, mode)
+    hits = remote[0] if remote else hits
     if as_json:
         echo_json({"tenant": tenant, "query": query, "hits": [h.as_dict() for h in hits]})
         return

@@ -159,6 +159,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        7,
+        "each document's origin (the folder `ingest` read it from), so a folder ingest deletes only its own",
+        """
+        ALTER TABLE {s}.documents ADD COLUMN IF NOT EXISTS source text;
+        CREATE INDEX IF NOT EXISTS documents_source_idx ON {s}.documents (tenant_id, source);
+        """,
+    ),
+    (
         8,
         "source rows that cannot be parsed (unknown format, NULL body or updated_at, a duplicate doc_id), per "
         "document with the reason, until the row becomes good or leaves the source",
@@ -171,6 +179,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             last_seen_at  timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (tenant_id, doc_id)
         );
+        """,
+    ),
+    (
+        9,
+        "per-tenant API tokens of the HTTP service: only a sha256 of each token is kept",
+        """
+        CREATE TABLE IF NOT EXISTS {s}.api_tokens (
+            token_id     text PRIMARY KEY,
+            tenant_id    text NOT NULL CHECK (length(tenant_id) BETWEEN 1 AND 128),
+            token_hash   text NOT NULL UNIQUE,
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            revoked_at   timestamptz,
+            last_used_at timestamptz
+        );
+        CREATE INDEX IF NOT EXISTS api_tokens_tenant_idx ON {s}.api_tokens (tenant_id);
         """,
     ),
 ]

@@ -1,0 +1,324 @@
+"""The HTTP service (`embeddings-pipeline serve`): one long-running process that keeps each tenant's model warm.
+
+Routes (every `/v1/*` route takes `Authorization: Bearer <tenant token>`; the tenant is the token's):
+- `POST /v1/search`      `{query, k?, mode?, neighbors?}` -> the tenant's hits (`retrieval.py`)
+- `POST /v1/embeddings`  OpenAI-compatible passage embeddings with the tenant's model (`embeddings.py`)
+- `GET /health`          the process is up; `GET /live` the event loop answers
+- `GET /ready`           database reachable, every migration applied, the default model loadable (else 503)
+- `GET /metrics`         Prometheus text; needs `Authorization: Bearer $EMBEDDINGS_ADMIN_TOKEN` (`metrics.py`)
+
+Bodies are limited to `max_body` bytes (413); malformed JSON is 400; errors are JSON in OpenAI's shape
+(`errors.py`). Blocking work (PostgreSQL, the model) runs in Starlette's threadpool on pooled connections
+(`psycopg_pool`); providers are loaded on first use per (model spec, key reference) and kept for the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from psycopg import sql
+from psycopg_pool import ConnectionPool, PoolTimeout
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..pipeline.model_change import ProviderLoader, default_loader
+from ..providers import ProviderError
+from ..providers.resilience import CircuitOpenError
+from ..store.db import table
+from ..store.migrations import MIGRATIONS
+from ..store.session import Database
+from ..store.status import TenantStatus
+from .auth import Authenticator, Caller, admin_token_matches, bearer_token
+from .counts import all_tenant_counts
+from .embeddings import parse_embeddings, run_embeddings
+from .errors import ApiError, error_response
+from .metrics import ProviderCollector, RequestMetrics, TenantCollector
+from .ratelimit import RateLimiter
+from .retrieval import Reranker, parse_search, run_search
+from .warm import WarmProviders
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+ENDPOINTS = ("/v1/search", "/v1/embeddings", "/health", "/live", "/ready", "/metrics")
+
+
+class Service:
+    """What the routes share: the pool, the schema, tokens, limits, providers and metrics."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        admin_token: str | None,
+        limiter: RateLimiter,
+        loader: ProviderLoader,
+        reranker: Reranker | None,
+        max_body: int,
+        pool_size: int,
+    ) -> None:
+        self.database, self.schema = database, database.schema
+        self.admin_token = admin_token or None
+        self.limiter, self.reranker, self.max_body = limiter, reranker, max_body
+        self.pool = ConnectionPool(
+            database.url(), min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=False,
+            configure=_configure, check=ConnectionPool.check_connection, name="embeddings-service",
+        )  # fmt: skip
+        self.auth = Authenticator(self.pool, self.schema)
+        self.providers = WarmProviders(loader)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = RequestMetrics(self.registry, ENDPOINTS)
+        self.registry.register(TenantCollector(self.tenant_counts))
+        self.registry.register(ProviderCollector(self.providers.held))
+        self.model_ready = False
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            with self.database.connect():  # migrations and drift repair, once
+                pass
+        except psycopg.Error as exc:
+            log.warning("database not reachable at start (%s); /ready says so until it is", type(exc).__name__)
+        self.pool.open(wait=False)
+        threading.Thread(target=self._warm_up, name="embeddings-warm-up", daemon=True).start()
+
+    def stop(self) -> None:
+        self.pool.close()
+
+    def _warm_up(self) -> None:
+        try:
+            self.check_model()
+        except Exception as exc:
+            log.warning("the default model is not loadable yet: %s", exc if isinstance(exc, ProviderError) else
+                        type(exc).__name__)  # fmt: skip
+
+    def check_model(self) -> None:
+        if not self.model_ready:
+            self.providers.load(None, None).load()
+            self.model_ready = True
+
+    # --- work (blocking: called in the threadpool) ----------------------------------------------------------
+
+    def search(self, tenant: str, body: Any) -> dict[str, Any]:
+        with self.pool.connection(timeout=10) as conn:
+            provider = self.providers.search(conn, self.schema, tenant)
+            return run_search(conn, self.schema, provider, tenant, body, self.reranker)
+
+    def embed(self, tenant: str, body: Any) -> dict[str, Any]:
+        with self.pool.connection(timeout=10) as conn:
+            provider = self.providers.embedding(conn, self.schema, tenant)
+        return run_embeddings(provider, body)
+
+    def tenant_counts(self) -> list[TenantStatus]:
+        with self.pool.connection(timeout=10) as conn:
+            return all_tenant_counts(conn, self.schema, self.providers.model_key_of)
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        checks: dict[str, str] = {}
+        try:
+            with self.pool.connection(timeout=5) as conn:
+                row = conn.execute(
+                    sql.SQL("SELECT array_agg(version) FROM {}").format(table(self.schema, "schema_migrations"))
+                ).fetchone()
+            checks["database"] = "ok"
+            missing = sorted({v for v, _, _ in MIGRATIONS} - set((row and row[0]) or []))
+            checks["migrations"] = "ok" if not missing else f"not applied: {missing}"
+        except psycopg.errors.UndefinedTable:
+            checks["database"], checks["migrations"] = "ok", f"schema {self.schema} is not migrated"
+        except (psycopg.Error, PoolTimeout) as exc:
+            checks["database"] = f"unreachable ({type(exc).__name__})"
+            checks["migrations"] = "unknown"
+        try:
+            self.check_model()
+            checks["model"] = "ok"
+        except ProviderError as exc:
+            checks["model"] = f"not loadable: {exc}"
+        except Exception as exc:
+            checks["model"] = f"not loadable ({type(exc).__name__})"
+        return all(v == "ok" for v in checks.values()), checks
+
+    # --- the request's caller -------------------------------------------------------------------------------
+
+    async def caller(self, request: Request) -> Caller:
+        token = bearer_token(request)
+        caller = None if token is None else await run_in_threadpool(self.auth.check, token)
+        if caller is None:
+            raise ApiError(401, "a valid tenant token is required: Authorization: Bearer <token>",
+                           code="invalid_token", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        wait = self.limiter.acquire(caller.token_id)
+        if wait > 0:
+            raise ApiError(429, "too many requests for this token; retry later", code="rate_limited",
+                           headers={"Retry-After": RateLimiter.retry_after_header(wait)})  # fmt: skip
+        return caller
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON: 413 over `limit` bytes (by Content-Length or as it streams), 400 when malformed."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body is larger than {limit} bytes", code="body_too_large")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise ApiError(413, f"the body is larger than {limit} bytes", code="body_too_large")
+    try:
+        return json.loads(bytes(data))
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON", code="invalid_json") from None
+
+
+class _Timing:
+    """Counts every request and its latency by route (outside routing, so 404s and errors count too)."""
+
+    def __init__(self, app: ASGIApp, metrics: Callable[[], RequestMetrics]) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.metrics().observe(scope["path"], scope["method"], status, time.perf_counter() - start)
+
+
+def create_app(
+    database: Database | None = None,
+    *,
+    admin_token: str | None = None,
+    limiter: RateLimiter | None = None,
+    loader: ProviderLoader = default_loader,
+    reranker: Reranker | None = None,
+    max_body: int = MAX_BODY_BYTES,
+    pool_size: int | None = None,
+) -> Starlette:
+    """The service's ASGI app. Unset values come from the environment: EMBEDDINGS_ADMIN_TOKEN,
+    EMBEDDINGS_RATE_LIMIT / EMBEDDINGS_RATE_BURST, EMBEDDINGS_POOL_SIZE (default 10), and the database's own."""
+    service = Service(
+        database or Database(),
+        admin_token=admin_token if admin_token is not None else os.environ.get("EMBEDDINGS_ADMIN_TOKEN"),
+        limiter=limiter or RateLimiter.from_env(),
+        loader=loader,
+        reranker=reranker,
+        max_body=max_body,
+        pool_size=pool_size or int(os.environ.get("EMBEDDINGS_POOL_SIZE", "10")),
+    )
+
+    async def search(request: Request) -> Response:
+        caller = await service.caller(request)
+        body = parse_search(await read_json(request, service.max_body))
+        return JSONResponse(await run_in_threadpool(service.search, caller.tenant_id, body))
+
+    async def embeddings(request: Request) -> Response:
+        caller = await service.caller(request)
+        body = parse_embeddings(await read_json(request, service.max_body))
+        return JSONResponse(await run_in_threadpool(service.embed, caller.tenant_id, body))
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def live(_: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def ready(_: Request) -> Response:
+        ok, checks = await run_in_threadpool(service.readiness)
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        if service.admin_token is None:
+            raise ApiError(403, "/metrics is off: set EMBEDDINGS_ADMIN_TOKEN and scrape with "
+                           "Authorization: Bearer <that token>", code="metrics_disabled")  # fmt: skip
+        if not admin_token_matches(bearer_token(request), service.admin_token):
+            raise ApiError(401, "the admin token is required: Authorization: Bearer <EMBEDDINGS_ADMIN_TOKEN>",
+                           code="invalid_token", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        text = await run_in_threadpool(generate_latest, service.registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(service.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.stop)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/search", search, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/live", live, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            ProviderError: _provider_error,
+            psycopg.OperationalError: _database_error,
+            PoolTimeout: _database_error,
+            Exception: _internal_error,  # the server still logs the traceback
+        },
+        lifespan=lifespan,
+    )
+    app.add_middleware(_Timing, metrics=lambda: service.requests)
+    app.state.service = service
+    return app
+
+
+async def _api_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+async def _provider_error(_: Request, exc: Exception) -> Response:
+    if isinstance(exc, CircuitOpenError):
+        return error_response(503, f"the tenant's model is failing fast: {exc}", code="provider_unavailable",
+                              headers={"Retry-After": RateLimiter.retry_after_header(exc.retry_in)})  # fmt: skip
+    # provider messages never carry credentials (providers/base.py)
+    return error_response(503, f"the tenant's model is unavailable: {exc}", code="provider_unavailable")
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: database unavailable (%s)", request.method, request.url.path, type(exc).__name__)
+    return error_response(503, "the database is unavailable", code="database_unavailable")
+
+
+async def _internal_error(_: Request, exc: Exception) -> Response:
+    return error_response(500, "internal error", code="internal_error")

@@ -1,0 +1,192 @@
+"""`/v1/search`: the request's checks, `search.search_mode` itself, neighbor expansion and document metadata.
+
+The hits are exactly what `search_mode` returns for the calling tenant (its active model, its chunk set), in the
+same order; `neighbors=N` then adds up to N chunks before and after each hit from the same document and chunk set,
+in reading order (the chunks' `ordinal` within their document), each chunk at most once, marked `"context": true`.
+
+Reranking is not built yet. Its seam is `Reranker`: a callable `(query, hits) -> hits` given to `create_app`,
+applied to the `search_mode` hits before neighbor expansion when a request asks `"rerank": true`; without one,
+such a request is refused (400), never silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..providers.base import EmbeddingProvider
+from ..search import MODES, SearchHit, rrf, search_mode
+from ..store.db import source_relation, table
+from ..store.models import chunk_set_of, vector_table_of
+from .errors import bad_request
+
+Reranker = Callable[[str, list[SearchHit]], list[SearchHit]]
+
+MAX_K = 100
+CANDIDATES = 100  # hybrid: the top of each ranking that is fused (search_mode's default)
+MAX_NEIGHBORS = 10
+MAX_QUERY_CHARS = 8192
+KNOWN_FIELDS = frozenset({"query", "k", "mode", "neighbors", "rerank"})
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    query: str
+    k: int = 10
+    mode: str = "hybrid"
+    neighbors: int = 0
+    rerank: bool = False
+
+
+def _int(body: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(f"`{name}` must be an integer from {low} to {high}", name)
+    if not low <= value <= high:
+        raise bad_request(f"`{name}` must be from {low} to {high}, got {value}", name)
+    return value
+
+
+def parse_search(body: object) -> SearchRequest:
+    """The checked request, or an ApiError (400) naming the field at fault."""
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    if "tenant" in body or "tenant_id" in body:
+        raise bad_request("the tenant is the token's: do not send a tenant field", "tenant")
+    unknown = sorted(set(body) - KNOWN_FIELDS)
+    if unknown:
+        raise bad_request(f"unknown fields {unknown}; known: {sorted(KNOWN_FIELDS)}", unknown[0])
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise bad_request("`query` must be a non-empty string", "query")
+    if len(query) > MAX_QUERY_CHARS:
+        raise bad_request(f"`query` is longer than {MAX_QUERY_CHARS} characters", "query")
+    mode = body.get("mode", "hybrid")
+    if mode not in MODES:
+        raise bad_request(f"`mode` must be one of {list(MODES)}, not {mode!r}", "mode")
+    rerank = body.get("rerank", False)
+    if not isinstance(rerank, bool):
+        raise bad_request("`rerank` must be true or false", "rerank")
+    return SearchRequest(
+        query=query,
+        k=_int(body, "k", 10, 1, MAX_K),
+        mode=mode,
+        neighbors=_int(body, "neighbors", 0, 0, MAX_NEIGHBORS),
+        rerank=rerank,
+    )
+
+
+def run_search(
+    conn: psycopg.Connection,
+    schema: str,
+    provider: EmbeddingProvider,
+    tenant_id: str,
+    request: SearchRequest,
+    reranker: Reranker | None = None,
+) -> dict[str, Any]:
+    """The answer of `/v1/search` for `tenant_id` (the token's)."""
+    if request.rerank and reranker is None:
+        raise bad_request("reranking is not available on this server", "rerank")
+    hits = _search(conn, schema, provider, tenant_id, request)
+    if request.rerank and reranker is not None:
+        hits = reranker(request.query, hits)  # the seam: a cross-encoder reorders (and may trim) the hits
+    entries = [{**h.as_dict(), "context": False} for h in hits]
+    if request.neighbors and hits:
+        chunk_set = chunk_set_of(conn, schema, tenant_id, provider.identity.model_key)
+        entries = with_neighbors(conn, schema, tenant_id, chunk_set, entries, request.neighbors)
+    documents = document_metadata(conn, schema, tenant_id, sorted({e["doc_id"] for e in entries}))
+    for e in entries:
+        title, metadata = documents.get(e["doc_id"], ("", {}))
+        e["title"], e["metadata"] = title, metadata
+    return {
+        "object": "search_result",
+        "tenant": tenant_id,
+        "query": request.query,
+        "mode": request.mode,
+        "k": request.k,
+        "model_key": provider.identity.model_key,
+        "hits": entries,
+    }
+
+
+def _search(
+    conn: psycopg.Connection, schema: str, provider: EmbeddingProvider, tenant_id: str, request: SearchRequest
+) -> list[SearchHit]:
+    """`search_mode`, also before anything was embedded with the tenant's model (no vector table yet): dense
+    finds nothing then, and hybrid is the text ranking fused alone, as `search_mode` answers over no vectors."""
+    if request.mode != "text" and vector_table_of(conn, schema, provider.identity.model_key) is None:
+        if request.mode == "dense":
+            return []
+        text = search_mode(conn, schema, provider, tenant_id, request.query, max(request.k, CANDIDATES), "text")
+        return rrf([[], text])[: request.k]
+    return search_mode(conn, schema, provider, tenant_id, request.query, request.k, request.mode, CANDIDATES)
+
+
+def with_neighbors(
+    conn: psycopg.Connection,
+    schema: str,
+    tenant_id: str,
+    chunk_set: str | None,
+    hits: list[dict[str, Any]],
+    n: int,
+) -> list[dict[str, Any]]:
+    """Each hit (in rank order) with up to `n` chunks before and after it from its document and chunk set, in
+    reading order; a chunk that is a hit, or already shown as context, is not shown again."""
+    rows = conn.execute(
+        sql.SQL(
+            """
+            WITH h AS (
+                SELECT c.chunk_id AS hit_id, c.doc_id, c.chunker_version, c.ordinal FROM {chunks} c
+                 WHERE c.tenant_id = %(t)s AND c.chunk_id = ANY(%(ids)s)
+                   AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
+            )
+            SELECT h.hit_id, n.chunk_id, n.doc_id, n.text, n.ordinal FROM h
+              JOIN {chunks} n ON n.tenant_id = %(t)s AND n.doc_id = h.doc_id
+                             AND n.chunker_version = h.chunker_version
+                             AND n.ordinal BETWEEN h.ordinal - %(n)s AND h.ordinal + %(n)s
+             ORDER BY h.hit_id, n.ordinal, n.chunk_id
+            """
+        ).format(chunks=table(schema, "chunks")),
+        {"t": tenant_id, "ids": [h["chunk_id"] for h in hits], "chunk_set": chunk_set, "n": n},
+    ).fetchall()
+    around: dict[str, list[tuple[str, str, str, int]]] = {}
+    for hit_id, chunk_id, doc_id, text, ordinal in rows:
+        around.setdefault(hit_id, []).append((chunk_id, doc_id, text, ordinal))
+    hit_ids = {h["chunk_id"] for h in hits}
+    shown: set[str] = set()
+    out: list[dict[str, Any]] = []
+    for hit in hits:
+        window = around.get(hit["chunk_id"], [])
+        ordinal = next((o for c, _, _, o in window if c == hit["chunk_id"]), None)
+        hit = {**hit, "ordinal": ordinal}
+        for chunk_id, doc_id, text, o in window:
+            if chunk_id == hit["chunk_id"]:
+                out.append(hit)
+                shown.add(chunk_id)
+            elif chunk_id not in hit_ids and chunk_id not in shown:
+                out.append({"chunk_id": chunk_id, "doc_id": doc_id, "text": text, "score": None, "model_key": None,
+                            "run_id": None, "context": True, "context_of": hit["chunk_id"], "ordinal": o})  # fmt: skip
+                shown.add(chunk_id)
+        if hit["chunk_id"] not in shown:  # its chunk is gone since the search read it: keep the hit as found
+            out.append(hit)
+            shown.add(hit["chunk_id"])
+    return out
+
+
+def document_metadata(
+    conn: psycopg.Connection, schema: str, tenant_id: str, doc_ids: list[str]
+) -> dict[str, tuple[str, Any]]:
+    """doc_id -> (title, metadata) of the tenant's documents `doc_ids`, from the source relation."""
+    if not doc_ids:
+        return {}
+    rows = conn.execute(
+        sql.SQL("SELECT doc_id, title, metadata FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(
+            source_relation(schema)
+        ),
+        (tenant_id, doc_ids),
+    ).fetchall()
+    return {r[0]: (r[1] or "", r[2] if r[2] is not None else {}) for r in rows}
