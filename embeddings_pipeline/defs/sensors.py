@@ -41,9 +41,7 @@ def new_content_sensor(context: dg.SensorEvaluationContext, store: PipelineStore
             valid.append(validate_tenant_id(tenant))
         except InvalidTenantId as exc:
             context.log.error(f"skipping documents of an unusable tenant id: {exc}")
-    assert tenant_partitions.name is not None
-    known = set(context.instance.get_dynamic_partitions(tenant_partitions.name)) if valid else set()
-    new = [t for t in valid if t not in known]
+    new = _unknown_tenants(context.instance, valid)
     context.log.info(f"{page.rows} changed documents in {len(valid)} tenants ({len(new)} new)")
     return dg.SensorResult(
         dynamic_partitions_requests=[tenant_partitions.build_add_request(new)] if new else [],
@@ -60,6 +58,16 @@ def new_content_sensor(context: dg.SensorEvaluationContext, store: PipelineStore
         ],
         cursor=page.watermark.dump(),
     )
+
+
+def _unknown_tenants(instance: dg.DagsterInstance, tenants: list[str]) -> list[str]:
+    """The tenants that have no partition yet. A few changed tenants are looked up one by one, so a steady tick
+    does not read every partition key (10,000 tenants: 0.20 s a tick by listing, see bench/tenants.py)."""
+    assert tenant_partitions.name is not None
+    if len(tenants) <= 50:
+        return [t for t in tenants if not instance.has_dynamic_partition(tenant_partitions.name, t)]
+    known = set(instance.get_dynamic_partitions(tenant_partitions.name))
+    return [t for t in tenants if t not in known]
 
 
 embeddings_automation = dg.AutomationConditionSensorDefinition(
