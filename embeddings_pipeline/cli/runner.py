@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +20,27 @@ _REPO_INSTANCE_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 _DEFAULT_INSTANCE_YAML = "telemetry:\n  enabled: false\n"
 # The CLI shows its own progress; Dagster's console logger speaks only of problems (the UI keeps everything).
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+JOB = "embed_tenant"
+# Who runs a CLI run: a run left STARTED by a process that is gone (kill -9) is failed by the tenant's next run.
+PID_TAG, HOST_TAG, PROCESS_START_TAG = "embeddings/pid", "embeddings/host", "embeddings/process_start"
+_UNFINISHED = ("NOT_STARTED", "STARTING", "STARTED")
+
+
+@contextmanager
+def _home_lock(home: Path) -> Iterator[None]:
+    """An exclusive file lock on DAGSTER_HOME: one process at a time creates its config and databases (two
+    processes creating the SQLite storages at once leave two alembic heads, and every later run fails)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: best effort
+        yield
+        return
+    with open(home / ".embeddings-init.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_dagster_home() -> Path:
@@ -25,20 +48,88 @@ def ensure_dagster_home() -> Path:
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        if _REPO_INSTANCE_YAML.exists():
-            shutil.copyfile(_REPO_INSTANCE_YAML, config)
-        else:
-            config.write_text(_DEFAULT_INSTANCE_YAML)
+    with _home_lock(home):
+        if not config.exists():
+            tmp = home / f".dagster.yaml.{os.getpid()}"
+            if _REPO_INSTANCE_YAML.exists():
+                shutil.copyfile(_REPO_INSTANCE_YAML, tmp)
+            else:
+                tmp.write_text(_DEFAULT_INSTANCE_YAML)
+            tmp.replace(config)  # never seen half written
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
 def local_instance() -> dg.DagsterInstance:
+    """The persistent local instance. Opened under the DAGSTER_HOME lock: opening creates (and stamps) its SQLite
+    databases when they are new, which processes starting at the same moment must not do together."""
     import dagster as dg
 
-    ensure_dagster_home()
-    return dg.DagsterInstance.get()
+    home = ensure_dagster_home()
+    with _home_lock(home):
+        return dg.DagsterInstance.get()
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of process `pid` (clock ticks since boot); None where it is gone, a zombie, or
+    /proc cannot say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command name: state is field 3, starttime field 22
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def process_alive(pid: int, started: str | None = None) -> bool:
+    """Whether process `pid` of this machine still runs (and, given `started`, is the process that started then,
+    not a later one that reused its pid)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    if not Path("/proc/self/stat").exists():
+        return True
+    now = _process_start(pid)
+    return now is not None and (not started or now == started)
+
+
+def _owner_tags() -> dict[str, str]:
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(),
+            PROCESS_START_TAG: _process_start(os.getpid()) or ""}  # fmt: skip
+
+
+def fail_abandoned_runs(instance: dg.DagsterInstance, tenant: str, job_name: str = JOB) -> list[str]:
+    """Runs of `job_name` for `tenant` that a CLI process on this machine started and can no longer finish (the
+    process is gone: killed with -9, the machine's OOM killer) are reported failed; returns their ids. Runs of
+    live processes, other machines, or launched by the daemon (no owner tags) are left alone."""
+    import dagster as dg
+
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=job_name,
+            statuses=[dg.DagsterRunStatus[s] for s in _UNFINISHED],
+            tags={"dagster/partition": tenant},
+        )
+    )
+    host, failed = socket.gethostname(), []
+    for run in runs:
+        pid = run.tags.get(PID_TAG, "")
+        if not pid.isdigit() or run.tags.get(HOST_TAG) != host:
+            continue
+        if process_alive(int(pid), run.tags.get(PROCESS_START_TAG)):
+            continue
+        instance.report_run_failed(
+            run,
+            message=f"process {pid} on {host} that ran this run is gone (killed?); marked failed by the next run "
+            f"of tenant {tenant!r}",
+        )
+        failed.append(run.run_id)
+    return failed
 
 
 def sync_tenant_partitions(instance: dg.DagsterInstance, tenants: Sequence[str]) -> list[str]:
@@ -102,11 +193,16 @@ def materialize_tenants(
 
     instance = instance or local_instance()
     sync_tenant_partitions(instance, tenants)
-    job = load_defs().resolve_job_def("embed_tenant")
+    job = load_defs().resolve_job_def(JOB)
     runs = []
     for tenant in tenants:
+        fail_abandoned_runs(instance, tenant)
         result = job.execute_in_process(
-            partition_key=tenant, instance=instance, raise_on_error=False, run_config=_QUIET, tags=tags
+            partition_key=tenant,
+            instance=instance,
+            raise_on_error=False,
+            run_config=_QUIET,
+            tags={**(tags or {}), **_owner_tags()},
         )
         run = TenantRun(
             tenant=tenant,
