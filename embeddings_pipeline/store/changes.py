@@ -54,7 +54,9 @@ def changes_since(
     """Source rows after `since`, at most `limit` of them (the rest next time), grouped by tenant.
 
     Rows younger than `lag_seconds` wait for the next tick, so a transaction that committed a little after its
-    timestamp was taken is not jumped over.
+    timestamp was taken is not jumped over. A row whose updated_at is NULL (an app's view may yield one) has no
+    place in the order: it is never reported and never holds the watermark back; the tenant's next run records it
+    in `document_errors`, and `status` and the sweep count it as missing.
     """
     after = (
         sql.SQL("(updated_at, tenant_id, doc_id) > (%(ts)s, %(t)s, %(d)s) AND")
