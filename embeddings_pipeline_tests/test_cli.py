@@ -56,6 +56,8 @@ def test_ingest_materialize_status_search(cli, tmp_path):
         "errors",
         "model_key",
         "chunker_version",
+        "documents_not_chunked",
+        "document_errors",
     }
     assert row["tenant"] == "acme" and row["documents"] == 3
     assert row["vectors"] == row["chunks"] > 0 and row["missing"] == row["stale"] == row["errors"] == 0
@@ -122,3 +124,92 @@ def test_tenants_set_and_show(cli):
     assert cli("tenants", "set", "acme", "--model", "nosuch:model", ok=False).exit_code == 1
     cli("tenants", "set", "acme", "--model", "")
     assert json.loads(cli("tenants", "show", "--json").output)["tenants"][0]["model"] is None
+
+
+def test_search_output_names_score_chunk_model_and_refuses_an_empty_query(cli, tmp_path):
+    root = _notes(tmp_path)
+    cli("ingest", str(root), "--tenant", "acme")
+    cli("materialize", "--tenant", "acme")
+    for blank in ("", "   "):
+        refused = cli("search", blank, "--tenant", "acme", ok=False)
+        assert refused.exit_code == 2 and "QUERY is empty" in refused.output
+    hits = json.loads(cli("search", "fire drill exit", "--tenant", "acme", "--json").output)
+    assert hits["mode"] == "hybrid" and hits["score"] == "RRF" and hits["model_key"]
+    for mode, header in (("dense", "cosine"), ("text", "BM25"), ("hybrid", "RRF")):
+        args = ("search", "fire drill exit", "--tenant", "acme", "--mode", mode)
+        first = json.loads(cli(*args, "--json").output)["hits"][0]
+        out = cli(*args).output
+        assert header in out.splitlines()[2], out  # the score column's header names the score
+        assert first["chunk_id"] in out and f"{mode} search, model {hits['model_key']}" in out
+        assert (f"run {first['run_id']}" in out) == bool(first["run_id"]), out  # text hits know no run
+
+
+def test_cut_at_word_and_tables_keep_whole_ids_off_a_terminal(cli, tmp_path):
+    from embeddings_pipeline.cli.content import cut_at_word
+
+    assert cut_at_word("alpha beta gamma", 11) == "alpha beta…"
+    assert cut_at_word("alpha  beta\n gamma", 100) == "alpha beta gamma"
+    assert cut_at_word("x" * 30, 10) == "x" * 9 + "…"
+    long_id = "deeply/nested/" * 12 + "document-with-a-very-long-name.md"
+    folder = tmp_path / "long"
+    (folder / long_id).parent.mkdir(parents=True)
+    (folder / long_id).write_text("# Long\n\nA document far down.\n")
+    cli("ingest", str(folder), "--tenant", "team[redacted]")
+    table = cli("documents", "list", "--tenant", "team[redacted]").output
+    assert long_id in table and "team[redacted]" in table  # whole, and no rich markup swallowed
+
+
+def test_version_and_help_with_examples(cli):
+    import click
+
+    assert cli("--version").output.strip() == "embeddings-pipeline, version 0.1.0"
+
+    def walk(command, path):
+        yield command, path
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    for command, path in walk(main, []):
+        assert (command.help or "").strip(), f"{path} has no help"
+        assert "..." not in click.testing.CliRunner().invoke(main, [*path, "--help"]).output.split("\n\n")[1][-4:]
+    for path in (["ingest"], ["search"], ["materialize"], ["status"], ["tenants", "delete"]):
+        assert "Examples:" in cli(*path, "--help").output, path
+
+
+def test_bad_configuration_is_one_line_not_a_traceback(cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("EMBEDDINGS_SCHEMA", "Bad-Schema")
+    result = cli("status", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == (
+        "Error: EMBEDDINGS_SCHEMA='Bad-Schema' is not a plain SQL identifier ([a-z_][a-z0-9_]*, at most 63 chars)"
+    )
+    monkeypatch.undo()
+
+
+def test_bad_source_relation_is_one_line(cli, monkeypatch):
+    monkeypatch.setenv("EMBEDDINGS_SOURCE_RELATION", "a.b.c")
+    result = cli("status", ok=False)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "EMBEDDINGS_SOURCE_RELATION='a.b.c' is not `name` or `schema.name`" in result.output
+
+
+def test_a_refused_provider_key_is_one_clear_line(cli, monkeypatch, tmp_path):
+    from .standin_server import StandinServer
+
+    root = _notes(tmp_path)
+    cli("ingest", str(root), "--tenant", "acme")
+    with StandinServer(dims=8, api_key="sk-right-key", leaky_errors=True) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_url)
+        monkeypatch.setenv("ACME_KEY", "sk-wrong-SECRETVALUE-0a1b")
+        cli("tenants", "set", "acme", "--model", "openai:text-embedding-3-small", "--key-env", "ACME_KEY")
+        refused = cli("search", "fire", "--tenant", "acme", "--mode", "dense", ok=False)
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)  # no /v1: a 404 whose message echoes the key, redacted
+        echoed = cli("search", "fire", "--tenant", "acme", "--mode", "dense", ok=False)
+        status = cli("status")  # the model cannot be reached: status says so and goes on
+    assert "model unavailable" in status.stderr and "Bearer [redacted]" in status.stderr
+    for result, status in ((refused, "HTTP 401"), (echoed, "HTTP 404")):
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith("Error: embedding provider: ") and status in line and "SECRETVALUE" not in line
+    assert "the API key in environment variable ACME_KEY was refused" in refused.output
+    assert "Bearer [redacted]" in echoed.output  # not eaten as rich markup

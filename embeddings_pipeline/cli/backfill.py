@@ -7,6 +7,7 @@ import click
 from .common import (
     connect,
     echo_json,
+    id_cell,
     json_option,
     materialize_with_progress,
     print_table,
@@ -81,4 +82,4 @@ def lineage_cmd(chunk_id: str | None, doc_id: str | None, tenant: str, as_json: 
     if as_json:
         echo_json({"tenant": tenant, "vectors": rows})
         return
-    print_table(f"lineage: {tenant} {chunk_id or doc_id}", LINEAGE_COLUMNS, rows, cell=lambda v: str(v)[:24])
+    print_table(f"lineage: {tenant} {chunk_id or doc_id}", LINEAGE_COLUMNS, rows, cell=id_cell)

@@ -13,11 +13,11 @@ from .common import (
     connect,
     console,
     echo_json,
-    err_console,
     json_option,
     materialize_with_progress,
     mode_option,
     print_table,
+    say,
     tenant_option,
     tenants_with_documents,
 )
@@ -28,28 +28,74 @@ STATUS_COLUMNS = ["tenant", "documents", "blocks", "chunks", "vectors", "missing
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@tenant_option()
-def ingest(paths: tuple[Path, ...], tenant: str) -> None:
-    """Load markdown/text files, folders (recursive) or BEIR .jsonl corpora into TENANT's documents."""
-    from ..pipeline.ingest import IngestError, read_paths
-    from ..store.documents import upsert_documents
+@tenant_option(creates=True)
+@click.option("--no-delete", is_flag=True, help="keep documents whose files are gone from the folder")
+@click.option("--text-ext", multiple=True, metavar="EXT", help="also read files ending in EXT as text (repeatable)")
+@json_option
+def ingest(paths: tuple[Path, ...], tenant: str, no_delete: bool, text_ext: tuple[str, ...], as_json: bool) -> None:
+    """Load markdown/text files, folders or BEIR .jsonl corpora into TENANT's documents (folders are synced).
 
+    A folder is read recursively (doc_id = the path inside it) and synced: documents ingested from it before
+    whose files are gone are deleted (the next materialize drops their chunks and vectors), unless --no-delete.
+    Files that are not markdown/text are skipped and counted. A file or .jsonl row that cannot be stored is
+    named with its line; the others are still ingested (and the command exits 1).
+
+    \b
+    Examples:
+      embeddings-pipeline ingest ./handbook --tenant acme
+      embeddings-pipeline ingest ./notes ./faq.md --tenant acme --text-ext .csv --text-ext .log
+      embeddings-pipeline ingest ./scifact/corpus.jsonl --tenant scifact
+    """
+    from ..pipeline.ingest import IngestError, ReadLog, folder_sources, read_paths, shown
+    from ..store.documents import source_tenants, upsert_documents
+
+    log = ReadLog()
+    sync = [] if no_delete else folder_sources(paths)
     try:
         with connect() as (conn, schema):
-            report = upsert_documents(conn, schema, tenant, read_paths(list(paths)))
+            docs = read_paths(list(paths), text_ext=text_ext, log=log)
+            report = upsert_documents(conn, schema, tenant, docs, sync=sync, keep=log.keep)
+            exists = tenant in source_tenants(conn, schema)
     except (IngestError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    console.print(
-        f"tenant [bold]{tenant}[/]: {report.inserted} new, {report.updated} changed, "
-        f"{report.unchanged} unchanged documents"
-    )
+    read = report.inserted + report.updated + report.unchanged
+    if as_json:
+        echo_json({"tenant": tenant, "inserted": report.inserted, "updated": report.updated,
+                   "unchanged": report.unchanged, "deleted": report.deleted, "skipped": dict(log.skipped),
+                   "problems": log.problems})  # fmt: skip
+    else:
+        say(f"tenant {tenant}: {report.inserted} new, {report.updated} changed, {report.unchanged} unchanged documents")
+        if report.deleted:
+            names = ", ".join(report.deleted[:20]) + (f", ... ({len(report.deleted) - 20} more)"
+                                                       if len(report.deleted) > 20 else "")  # fmt: skip
+            say(f"deleted {len(report.deleted)} documents gone from the folder: {names}")
+        if log.skipped_summary():
+            say(f"{log.skipped_summary()}; --text-ext EXT reads more kinds as text")
+    for problem in log.problems:
+        say(f"refused {problem}", err=True)
+    if not read and not exists:
+        raise click.ClickException(
+            f"no documents in {', '.join(shown(p) for p in paths)}: tenant {tenant!r} was not created"
+        )
+    if log.problems:
+        raise click.ClickException(f"{len(log.problems)} files or rows refused (listed above); the rest was ingested")
 
 
 @click.command()
 @tenant_option(multiple=True)
 @click.option("--all", "all_tenants", is_flag=True, help="every tenant with documents")
 def materialize(tenants: list[str], all_tenants: bool) -> None:
-    """Run blocks -> chunks -> embeddings for tenant partitions through Dagster (runs show in the UI)."""
+    """Run blocks -> chunks -> embeddings for tenant partitions through Dagster (runs show in the UI).
+
+    Only what changed is redone: new or edited documents are re-chunked, unchanged chunks keep their vectors,
+    deleted documents lose their blocks, chunks and vectors.
+
+    \b
+    Examples:
+      embeddings-pipeline materialize --tenant acme
+      embeddings-pipeline materialize --tenant acme --tenant globex
+      embeddings-pipeline materialize --all
+    """
     if all_tenants:
         tenants = tenants_with_documents()
     if not tenants:
@@ -85,7 +131,7 @@ def _tenant_provider(conn, schema: str, tenant: str) -> str:
     try:
         return embedding_provider(Scope(conn, schema, tenant)).identity.model_key
     except ProviderError as exc:
-        err_console.print(f"[yellow]tenant {tenant!r}: model unavailable ({exc})[/]")
+        say(f"tenant {tenant!r}: model unavailable ({exc})", err=True, style="yellow")
         return "unknown"
 
 
@@ -103,7 +149,16 @@ def _print_status(rows: list[dict[str, object]]) -> None:
 @tenant_option(multiple=True)
 @json_option
 def status(tenants: list[str], as_json: bool) -> None:
-    """Per tenant: documents, blocks, chunks, vectors, missing, stale, errors, model."""
+    """Per tenant: documents, blocks, chunks, vectors, missing, stale, errors, model.
+
+    missing: chunks (and documents not chunked yet) without a current vector of the tenant's model; stale:
+    vectors of an older text of their chunk; errors: failed embeddings. Tenants with missing or stale are red.
+
+    \b
+    Examples:
+      embeddings-pipeline status
+      embeddings-pipeline status --tenant acme --json
+    """
     rows = _status_rows(tenants or None)
     if as_json:
         echo_json({"tenants": rows})
@@ -111,32 +166,64 @@ def status(tenants: list[str], as_json: bool) -> None:
         _print_status(rows)
 
 
+SCORE_OF_MODE = {"dense": "cosine", "text": "BM25", "hybrid": "RRF"}
+
+
+def cut_at_word(text: str, limit: int = 160) -> str:
+    """TEXT on one line, cut at the last word boundary within LIMIT characters, with an ellipsis if cut."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    head = flat[: limit - 1]
+    if flat[limit - 1] != " " and " " in head:
+        head = head.rsplit(" ", 1)[0]
+    return head.rstrip(" ,.;:") + "…"
+
+
 @click.command()
 @click.argument("query")
-@tenant_option()
-@click.option("-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@tenant_option(service=True)
+@click.option("-k", default=10, show_default=True, type=click.IntRange(1, 1000), help="chunks to return")
 @mode_option(
-    "hybrid", "dense: cosine over the active model's vectors; text: PostgreSQL full text; hybrid: both, fused by RRF"
+    "hybrid", "dense: cosine over the active model's vectors; text: BM25 over the chunk texts; hybrid: both, by RRF"
 )
 @json_option
 def search(query: str, tenant: str, k: int, mode: str, as_json: bool) -> None:
-    """Top-k chunks of TENANT for QUERY (with the tenant's active model)."""
+    """Top-k chunks of TENANT for QUERY (with the tenant's active model).
+
+    Each hit shows its score (cosine, BM25 or RRF, by --mode), document, chunk id (for `lineage --chunk`) and
+    text; the model and the Dagster run that embedded them are named too.
+
+    \b
+    Examples:
+      embeddings-pipeline search "where do we meet during a fire?" --tenant acme
+      embeddings-pipeline search "invoice 4711" --tenant acme --mode text -k 3 --json
+    """
     from ..pipeline.model_change import search_provider
     from ..search import search_mode
     from ..service.client import search_through_service
     from ..store.scope import Scope
 
+    if not query.strip():
+        raise click.UsageError("QUERY is empty: give the words to search for")
     remote = search_through_service(tenant, query, k, mode)  # (hits, model_key) if EMBEDDINGS_SERVICE_URL is set
     if remote is None:
         with connect() as (conn, schema):
             provider = search_provider(Scope(conn, schema, tenant))
             hits = search_mode(conn, schema, provider, tenant, query, k, mode)
-    hits = remote[0] if remote else hits
+    hits, model_key = remote or (hits, provider.identity.model_key)
     if as_json:
-        echo_json({"tenant": tenant, "query": query, "hits": [h.as_dict() for h in hits]})
+        echo_json({"tenant": tenant, "query": query, "mode": mode, "score": SCORE_OF_MODE[mode],
+                   "model_key": model_key, "hits": [h.as_dict() for h in hits]})  # fmt: skip
         return
-    rows = [{"score": f"{h.score:.4f}", "doc_id": h.doc_id, "text": h.text[:160].replace("\n", " ")} for h in hits]
-    print_table(f"{tenant}: {query}", ["score", "doc_id", "text"], rows)
+    runs = sorted({h.run_id for h in hits if h.run_id})
+    columns = [SCORE_OF_MODE[mode], "doc_id", "chunk_id", *(["run_id"] if len(runs) > 1 else []), "text"]
+    rows = [{SCORE_OF_MODE[mode]: f"{h.score:.4f}", "doc_id": h.doc_id, "chunk_id": h.chunk_id, "run_id": h.run_id,
+             "text": cut_at_word(h.text)} for h in hits]  # fmt: skip
+    caption = f"{mode} search, model {model_key}" + (f", run {runs[0]}" if len(runs) == 1 else "")
+    print_table(f"{tenant}: {query}", columns, rows, right={SCORE_OF_MODE[mode]}, caption=caption)
+    if not hits:
+        say(f"no chunks of {tenant!r} match (is the tenant materialized? `embeddings-pipeline status`)", err=True)
 
 
 @click.command()

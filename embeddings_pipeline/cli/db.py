@@ -15,6 +15,7 @@ def db() -> None:
 
 @db.command("start")
 def db_start() -> None:
+    """Start the embedded PostgreSQL (data under EMBEDDINGS_HOME)."""
     from ..store.server import database_url
 
     settings = Settings.from_env()
@@ -27,6 +28,7 @@ def db_start() -> None:
 
 @db.command("stop")
 def db_stop() -> None:
+    """Stop the embedded PostgreSQL."""
     from ..store.server import stop_embedded
 
     console.print("stopped" if stop_embedded() else "not running")
@@ -34,6 +36,7 @@ def db_stop() -> None:
 
 @db.command("url")
 def db_url() -> None:
+    """Print the database URL the pipeline uses (starting the embedded server if needed)."""
     from ..store.server import database_url
 
     click.echo(database_url())
@@ -42,6 +45,7 @@ def db_url() -> None:
 @db.command("status")
 @json_option
 def db_status(as_json: bool) -> None:
+    """Whether the database is external or embedded, and whether it runs."""
     from ..store.server import embedded_status
 
     settings = Settings.from_env()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import connect, console, echo_json, json_option, print_table, tenant_option
+from .common import connect, console, echo_json, id_cell, json_option, print_table, tenant_option
 
 COVERAGE = "tenants (coverage %, * active)"
 MODEL_COLUMNS = ["model_key", "provider", "name", "revision", "dims", "status", COVERAGE]
@@ -22,6 +22,7 @@ def _coverage(model: dict) -> str:
 @models.command("list")
 @json_option
 def models_list(as_json: bool) -> None:
+    """Every model identity: provider, revision, dims, status, and its coverage of each tenant."""
     from ..store.models import list_models
 
     with connect() as (conn, schema):
@@ -29,7 +30,7 @@ def models_list(as_json: bool) -> None:
     if as_json:
         echo_json({"models": rows})
         return
-    table_rows = [{**m, "revision": m["revision"][:16], COVERAGE: _coverage(m)} for m in rows]
+    table_rows = [{**m, "revision": id_cell(m["revision"], 16), COVERAGE: _coverage(m)} for m in rows]
     print_table("embedding models", MODEL_COLUMNS, table_rows)
 
 

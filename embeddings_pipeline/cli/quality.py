@@ -10,6 +10,7 @@ from .common import (
     connect,
     console,
     echo_json,
+    err_console,
     json_option,
     materialize_with_progress,
     mode_option,
@@ -22,7 +23,7 @@ BEIR_FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 
 @click.command("eval")
 @click.argument("dataset", type=BEIR_FOLDER)
-@tenant_option()
+@tenant_option(creates=True)
 @click.option(
     "--protocol",
     type=click.Choice(["mteb", "pipeline"]),
@@ -35,7 +36,7 @@ BEIR_FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 @json_option
 def eval_cmd(dataset: Path, tenant: str, protocol: str, mode: str, as_json: bool) -> None:
     """Ingest a BEIR dataset into TENANT, materialize it, and score nDCG@10 / recall@100 on its test queries."""
-    from ..pipeline.ingest import read_beir_corpus
+    from ..pipeline.ingest import ReadLog, read_beir_corpus
     from ..pipeline.model_change import search_provider
     from ..search import search_mode
     from ..search.evaluate import evaluate, load_qrels, load_queries, rank_documents
@@ -43,8 +44,11 @@ def eval_cmd(dataset: Path, tenant: str, protocol: str, mode: str, as_json: bool
     from ..store.scope import Scope
     from ..store.tenants import set_chunk_overflow
 
+    log = ReadLog()
     with connect() as (conn, schema):
-        upsert_documents(conn, schema, tenant, read_beir_corpus(dataset / "corpus.jsonl"))
+        upsert_documents(conn, schema, tenant, read_beir_corpus(dataset / "corpus.jsonl", log))
+        for problem in log.problems:
+            err_console.print(f"refused {problem}", markup=False)
         set_chunk_overflow(conn, schema, tenant, "truncate" if protocol == "mteb" else "split")
     runs = materialize_with_progress([tenant])
     if not runs[0].success:
@@ -77,7 +81,7 @@ def gate() -> None:
 
 @gate.command("set")
 @click.argument("dataset", type=BEIR_FOLDER)
-@tenant_option()
+@tenant_option(creates=True)
 @click.option("--split", default="test", show_default=True, help="qrels/SPLIT.tsv")
 def gate_set(dataset: Path, tenant: str, split: str) -> None:
     """Load DATASET's queries.jsonl and qrels/SPLIT.tsv (BEIR layout) as TENANT's quality queries."""
