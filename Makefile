@@ -8,6 +8,7 @@ TORCH_VERSION := 2.13.0
 TORCH_INDEX_URL ?=
 TORCH_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 STAMP := $(VENV)/.installed
+PORT ?= 3000
 
 .PHONY: install demo test dev lint bench eval clean
 
@@ -27,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 dev: $(STAMP)
-	$(BIN)/embeddings-pipeline dev
+	$(BIN)/embeddings-pipeline dev --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check embeddings_pipeline embeddings_pipeline_tests bench
