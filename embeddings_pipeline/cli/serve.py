@@ -17,11 +17,23 @@ def serve(host: str, port: int, log_level: str) -> None:
     Tenants call with `Authorization: Bearer <token>` (`embeddings-pipeline tenants token create TENANT`);
     /metrics takes EMBEDDINGS_ADMIN_TOKEN. Limits: EMBEDDINGS_RATE_LIMIT / EMBEDDINGS_RATE_BURST per token,
     EMBEDDINGS_POOL_SIZE database connections. The access log shows paths, never headers or tokens.
+    EMBEDDINGS_RERANKER (cross-encoder:PATH or http:URL) enables `"rerank": true` over the top
+    EMBEDDINGS_RERANK_CANDIDATES (default 50) hits.
     """
+    import os
+
     import uvicorn
 
+    from ..providers import ProviderError
+    from ..providers.rerank import load_reranker
     from ..service.app import create_app
 
+    spec = os.environ.get("EMBEDDINGS_RERANKER", "").strip()
+    try:  # a bad spec stops here, before the server starts
+        reranker = load_reranker(spec) if spec else None
+    except ProviderError as exc:
+        raise click.ClickException(f"EMBEDDINGS_RERANKER: {exc}") from None
+
     # one process: the models and the connection pool are shared by every request; scale with replicas
-    uvicorn.run(create_app(), host=host, port=port, log_level=log_level, workers=1, proxy_headers=True,
+    uvicorn.run(create_app(reranker=reranker), host=host, port=port, log_level=log_level, workers=1, proxy_headers=True,
                 server_header=False)  # fmt: skip

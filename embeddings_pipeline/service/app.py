@@ -1,7 +1,7 @@
 """The HTTP service (`embeddings-pipeline serve`): one long-running process that keeps each tenant's model warm.
 
 Routes (every `/v1/*` route takes `Authorization: Bearer <tenant token>`; the tenant is the token's):
-- `POST /v1/search`      `{query, k?, mode?, neighbors?}` -> the tenant's hits (`retrieval.py`)
+- `POST /v1/search`      `{query, k?, mode?, neighbors?, rerank?}` -> the tenant's hits (`retrieval.py`)
 - `POST /v1/embeddings`  OpenAI-compatible passage embeddings with the tenant's model (`embeddings.py`)
 - `GET /health`          the process is up; `GET /live` the event loop answers
 - `GET /ready`           database reachable, every migration applied, the default model loadable (else 503)
@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.applications import Starlette
@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..pipeline.model_change import ProviderLoader, default_loader
 from ..providers import ProviderError
+from ..providers.rerank import Reranker
 from ..providers.resilience import CircuitOpenError
 from ..store.db import table
 from ..store.migrations import MIGRATIONS
@@ -48,7 +49,7 @@ from .embeddings import parse_embeddings, run_embeddings
 from .errors import ApiError, error_response
 from .metrics import ProviderCollector, RequestMetrics, TenantCollector
 from .ratelimit import RateLimiter
-from .retrieval import Reranker, parse_search, run_search
+from .retrieval import RERANK_CANDIDATES, parse_search, run_search
 from .warm import WarmProviders
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,10 @@ class Service:
         reranker: Reranker | None,
         max_body: int,
         pool_size: int,
+        rerank_candidates: int = RERANK_CANDIDATES,
     ) -> None:
         self.database, self.schema = database, database.schema
+        self.rerank_candidates = rerank_candidates
         self.admin_token = admin_token or None
         self.limiter, self.reranker, self.max_body = limiter, reranker, max_body
         self.pool = ConnectionPool(
@@ -84,6 +87,9 @@ class Service:
         self.requests = RequestMetrics(self.registry, ENDPOINTS)
         self.registry.register(TenantCollector(self.tenant_counts))
         self.registry.register(ProviderCollector(self.providers.held))
+        self.reranks = Counter("embeddings_rerank_requests", "Searches that asked for reranking, by outcome "
+                               "(applied, or failed: answered in search order)", ["outcome"],
+                               registry=self.registry)  # fmt: skip
         self.model_ready = False
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -101,6 +107,13 @@ class Service:
         self.pool.close()
 
     def _warm_up(self) -> None:
+        load = getattr(self.reranker, "load", None)
+        if load is not None:  # a local cross-encoder loads its weights now, not on the first search
+            try:
+                load()
+            except Exception as exc:
+                log.warning("the reranker is not loadable yet: %s", exc if isinstance(exc, ProviderError) else
+                            type(exc).__name__)  # fmt: skip
         try:
             self.check_model()
         except Exception as exc:
@@ -117,7 +130,10 @@ class Service:
     def search(self, tenant: str, body: Any) -> dict[str, Any]:
         with self.pool.connection(timeout=10) as conn:
             provider = self.providers.search(conn, self.schema, tenant)
-            return run_search(conn, self.schema, provider, tenant, body, self.reranker)
+            answer = run_search(conn, self.schema, provider, tenant, body, self.reranker, self.rerank_candidates)
+        if "rerank" in answer:
+            self.reranks.labels("applied" if answer["rerank"]["applied"] else "failed").inc()
+        return answer
 
     def embed(self, tenant: str, body: Any) -> dict[str, Any]:
         with self.pool.connection(timeout=10) as conn:
@@ -222,9 +238,13 @@ def create_app(
     reranker: Reranker | None = None,
     max_body: int = MAX_BODY_BYTES,
     pool_size: int | None = None,
+    rerank_candidates: int | None = None,
 ) -> Starlette:
     """The service's ASGI app. Unset values come from the environment: EMBEDDINGS_ADMIN_TOKEN,
-    EMBEDDINGS_RATE_LIMIT / EMBEDDINGS_RATE_BURST, EMBEDDINGS_POOL_SIZE (default 10), and the database's own."""
+    EMBEDDINGS_RATE_LIMIT / EMBEDDINGS_RATE_BURST, EMBEDDINGS_POOL_SIZE (default 10), EMBEDDINGS_RERANK_CANDIDATES
+    (default 50, at most 1000), and the database's own. `reranker` (`providers.rerank.load_reranker`) enables
+    `"rerank": true`."""
+    candidates = rerank_candidates or int(os.environ.get("EMBEDDINGS_RERANK_CANDIDATES") or RERANK_CANDIDATES)
     service = Service(
         database or Database(),
         admin_token=admin_token if admin_token is not None else os.environ.get("EMBEDDINGS_ADMIN_TOKEN"),
@@ -233,6 +253,7 @@ def create_app(
         reranker=reranker,
         max_body=max_body,
         pool_size=pool_size or int(os.environ.get("EMBEDDINGS_POOL_SIZE", "10")),
+        rerank_candidates=min(max(candidates, 1), 1000),
     )
 
     async def search(request: Request) -> Response:

@@ -4,32 +4,39 @@ The hits are exactly what `search_mode` returns for the calling tenant (its acti
 same order; `neighbors=N` then adds up to N chunks before and after each hit from the same document and chunk set,
 in reading order (the chunks' `ordinal` within their document), each chunk at most once, marked `"context": true`.
 
-Reranking is not built yet. Its seam is `Reranker`: a callable `(query, hits) -> hits` given to `create_app`,
-applied to the `search_mode` hits before neighbor expansion when a request asks `"rerank": true`; without one,
-such a request is refused (400), never silently ignored.
+`"rerank": true` (with a reranker given to `create_app`, `providers/rerank.py`): the top `candidates` of the mode's
+ranking (EMBEDDINGS_RERANK_CANDIDATES, default 50) are scored by the reranker and the top k by its score are the
+hits (`score` is the reranker's, `search_score` / `search_rank` what the search said), before neighbor expansion;
+the answer's `rerank` says `{"applied": true, "model", "candidates"}`. When the reranker fails or times out the
+hits are the search's own top k, in its order, and `rerank` is `{"applied": false, "reason"}` (the reason never
+carries a credential). Without a reranker such a request is refused (400), never silently ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from ..providers.base import EmbeddingProvider
+from ..providers.base import EmbeddingProvider, ProviderError
+from ..providers.remote import redact_text
+from ..providers.rerank import Reranker
 from ..search import MODES, SearchHit, rrf, search_mode
 from ..store.db import source_relation, table
 from ..store.models import chunk_set_of, vector_table_of
 from .errors import bad_request
 
-Reranker = Callable[[str, list[SearchHit]], list[SearchHit]]
+log = logging.getLogger(__name__)
 
 MAX_K = 100
 CANDIDATES = 100  # hybrid: the top of each ranking that is fused (search_mode's default)
 MAX_NEIGHBORS = 10
 MAX_QUERY_CHARS = 8192
+RERANK_CANDIDATES = 50  # the top of the ranking that a reranker scores (EMBEDDINGS_RERANK_CANDIDATES)
 KNOWN_FIELDS = frozenset({"query", "k", "mode", "neighbors", "rerank"})
 
 
@@ -87,15 +94,19 @@ def run_search(
     tenant_id: str,
     request: SearchRequest,
     reranker: Reranker | None = None,
+    candidates: int = RERANK_CANDIDATES,
 ) -> dict[str, Any]:
     """The answer of `/v1/search` for `tenant_id` (the token's)."""
     if request.rerank and reranker is None:
-        raise bad_request("reranking is not available on this server", "rerank")
-    hits = _search(conn, schema, provider, tenant_id, request)
+        raise bad_request("reranking is not available on this server (set EMBEDDINGS_RERANKER)", "rerank")
+    rerank_info: dict[str, Any] | None = None
     if request.rerank and reranker is not None:
-        hits = reranker(request.query, hits)  # the seam: a cross-encoder reorders (and may trim) the hits
-    entries = [{**h.as_dict(), "context": False} for h in hits]
-    if request.neighbors and hits:
+        pool = replace(request, k=max(request.k, candidates))
+        entries, rerank_info = rerank_hits(reranker, request.query, _search(conn, schema, provider, tenant_id, pool),
+                                           request.k)  # fmt: skip
+    else:
+        entries = [{**h.as_dict(), "context": False} for h in _search(conn, schema, provider, tenant_id, request)]
+    if request.neighbors and entries:
         chunk_set = chunk_set_of(conn, schema, tenant_id, provider.identity.model_key)
         entries = with_neighbors(conn, schema, tenant_id, chunk_set, entries, request.neighbors)
     documents = document_metadata(conn, schema, tenant_id, sorted({e["doc_id"] for e in entries}))
@@ -110,7 +121,29 @@ def run_search(
         "k": request.k,
         "model_key": provider.identity.model_key,
         "hits": entries,
+        **({"rerank": rerank_info} if rerank_info is not None else {}),
     }
+
+
+def rerank_hits(
+    reranker: Reranker, query: str, hits: list[SearchHit], k: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The top `k` of `hits` by the reranker's score (ties keep the search's order), and what the answer's `rerank`
+    says; when the reranker fails, the search's own top `k` and the reason."""
+    try:
+        scores = reranker.rerank(query, [h.text for h in hits]) if hits else []
+        if len(scores) != len(hits):
+            raise ProviderError(f"the reranker returned {len(scores)} scores for {len(hits)} texts")
+    except Exception as exc:
+        reason = redact_text(str(exc)) if isinstance(exc, ProviderError) else f"reranker failed ({type(exc).__name__})"
+        reason = reason[:300] or type(exc).__name__
+        log.warning("rerank with %s failed; answering in search order: %s", reranker.name, reason)
+        info = {"applied": False, "model": reranker.name, "reason": reason}
+        return [{**h.as_dict(), "context": False} for h in hits[:k]], info
+    order = sorted(range(len(hits)), key=lambda i: -scores[i])[:k]  # stable: ties in the search's order
+    entries = [{**hits[i].as_dict(), "score": float(scores[i]), "search_score": hits[i].score, "search_rank": i + 1,
+                "context": False} for i in order]  # fmt: skip
+    return entries, {"applied": True, "model": reranker.name, "candidates": len(hits)}
 
 
 def _search(
