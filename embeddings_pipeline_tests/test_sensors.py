@@ -183,3 +183,20 @@ def test_a_new_default_model_rebuilds_every_tenant(monkeypatch):
     finally:
         monkeypatch.delenv("EMBEDDINGS_MODEL")
         _reloaded_defs()
+
+
+def test_the_first_tick_after_cli_runs_requests_nothing(conn, schema, store):
+    """`make dev` right after `make demo`: what the CLI already embedded is no change to the sensor's first tick;
+    an edit afterwards is reported for its tenant only."""
+    from embeddings_pipeline.cli.runner import materialize_tenants
+
+    instance = dg.DagsterInstance.ephemeral()
+    seed(conn, schema, "acme", {"a.md": "Alpha notes.", "b.md": "Beta notes."})
+    seed(conn, schema, "globex", {"g.md": "Gamma notes."})
+    assert all(r.success for r in materialize_tenants(["acme", "globex"], instance=instance))
+    first, cursor = tick(instance, store)
+    assert isinstance(first, dg.SensorResult) and not first.asset_events and not first.run_requests
+    assert first.skip_reason is not None and "3 rows already processed" in first.skip_reason.skip_message
+    seed(conn, schema, "globex", {"g.md": "Gamma notes, edited."})
+    second, _ = tick(instance, store, cursor)
+    assert reported(second) == {"globex": 1}

@@ -35,6 +35,8 @@ def new_content_sensor(context: dg.SensorEvaluationContext, store: PipelineStore
         page = changes_since(conn, store.schema, since, limit=ROWS_PER_TICK, lag_seconds=lag)
     if not page.rows:
         return dg.SkipReason("no new or changed documents")
+    if not page.tenants:  # every row read was already processed as it is: move the watermark, request nothing
+        return dg.SensorResult(skip_reason=f"{page.already_done} rows already processed", cursor=page.watermark.dump())
     valid = []
     for tenant in page.tenants:
         try:
@@ -42,7 +44,8 @@ def new_content_sensor(context: dg.SensorEvaluationContext, store: PipelineStore
         except InvalidTenantId as exc:
             context.log.error(f"skipping documents of an unusable tenant id: {exc}")
     new = _unknown_tenants(context.instance, valid)
-    context.log.info(f"{page.rows} changed documents in {len(valid)} tenants ({len(new)} new)")
+    changed = page.rows - page.already_done
+    context.log.info(f"{changed} changed documents in {len(valid)} tenants ({len(new)} new)")
     return dg.SensorResult(
         dynamic_partitions_requests=[tenant_partitions.build_add_request(new)] if new else [],
         asset_events=[

@@ -9,7 +9,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from .db import source_relation
+from .db import source_relation, table
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,9 @@ class TenantChange:
 class ChangePage:
     tenants: dict[str, TenantChange] = field(default_factory=dict)
     watermark: Watermark = field(default_factory=Watermark)
-    rows: int = 0
+    rows: int = 0  # rows read past the watermark
     more: bool = False
+    already_done: int = 0  # of those, rows the pipeline had already processed as they are now (e.g. by a CLI run)
 
 
 def changes_since(
@@ -57,28 +58,39 @@ def changes_since(
     timestamp was taken is not jumped over. A row whose updated_at is NULL (an app's view may yield one) has no
     place in the order: it is never reported and never holds the watermark back; the tenant's next run records it
     in `document_errors`, and `status` and the sweep count it as missing.
+
+    A row the pipeline has already parsed at this very updated_at (a CLI `materialize` or `demo` ran before the
+    sensor's first tick), or a deleted row it never held, moves the watermark but is not a change: the first tick
+    of `dagster dev` after `make demo` requests no run.
     """
     after = (
-        sql.SQL("(updated_at, tenant_id, doc_id) > (%(ts)s, %(t)s, %(d)s) AND")
+        sql.SQL("(d.updated_at, d.tenant_id, d.doc_id) > (%(ts)s, %(t)s, %(d)s) AND")
         if since.updated_at is not None
         else sql.SQL("")
     )
     rows = conn.execute(
         sql.SQL(
             """
-            SELECT tenant_id, doc_id, updated_at FROM {docs}
-             WHERE {after} updated_at <= clock_timestamp() - make_interval(secs => %(lag)s)
-             ORDER BY updated_at, tenant_id, doc_id
+            SELECT d.tenant_id, d.doc_id, d.updated_at,
+                   CASE WHEN d.deleted_at IS NULL THEN p.source_updated_at IS NOT DISTINCT FROM d.updated_at
+                        ELSE p.doc_id IS NULL END AS done
+              FROM {docs} d
+              LEFT JOIN {parsed} p ON p.tenant_id = d.tenant_id AND p.doc_id = d.doc_id
+             WHERE {after} d.updated_at <= clock_timestamp() - make_interval(secs => %(lag)s)
+             ORDER BY d.updated_at, d.tenant_id, d.doc_id
              LIMIT %(limit)s
             """
-        ).format(docs=source_relation(schema), after=after),
+        ).format(docs=source_relation(schema), parsed=table(schema, "parsed_documents"), after=after),
         {"ts": since.updated_at, "t": since.tenant_id, "d": since.doc_id, "lag": lag_seconds, "limit": limit + 1},
     ).fetchall()
     page = ChangePage(watermark=since, more=len(rows) > limit)
-    for tenant_id, doc_id, updated_at in rows[:limit]:
+    for tenant_id, doc_id, updated_at, done in rows[:limit]:
+        page.watermark = Watermark(updated_at, tenant_id, doc_id)
+        page.rows += 1
+        if done:
+            page.already_done += 1
+            continue
         change = page.tenants.setdefault(tenant_id, TenantChange())
         change.documents += 1
         change.latest = updated_at
-        page.watermark = Watermark(updated_at, tenant_id, doc_id)
-        page.rows += 1
     return page
