@@ -268,7 +268,10 @@ def dev(port: int) -> None:
 
     os.environ["EMBEDDINGS_HOME"] = str(embeddings_home())
     database_url()  # start the embedded server first, so runs and sensors find it up
-    ensure_dagster_home()
+    home = ensure_dagster_home()
     dagster = Path(sys.executable).with_name("dagster")
-    args = [str(dagster), "dev", "-m", "embeddings_pipeline.definitions", "-p", str(port)]
+    workspace = Path(__file__).resolve().parents[2] / "workspace.yaml"  # names the location as deployments do
+    target = ["-w", str(workspace)] if workspace.exists() else ["-m", "embeddings_pipeline.definitions"]
+    args = [str(dagster), "dev", *target, "-p", str(port)]
+    os.chdir(home)  # the instance is DAGSTER_HOME's: no "dagster.yaml in the current folder" warning
     os.execv(args[0], args)
