@@ -188,3 +188,13 @@ def test_documents_never_chunked_count_as_missing_in_status_and_the_sweep(conn, 
     assert not evaluation.passed
     assert evaluation.metadata["missing_by_tenant"].value == {"fresh": 1, "remote": 2}
     assert evaluation.metadata["documents_not_chunked_by_tenant"].value == {"fresh": 1, "remote": 2}
+
+
+def test_every_check_result_says_which_tenant_and_what_it_found(embedded, conn, schema, provider):
+    """The checks tab lists evaluations of all tenants: each description names its tenant and its finding."""
+    conn.execute(f"UPDATE {vt(schema, provider)} SET embedding = NULL WHERE chunk_id = %s",  # noqa: S608
+                 (some_chunk(conn, schema),))  # fmt: skip
+    results = checks(conn, schema, provider)
+    assert all(r.description and r.description.startswith("tenant acme: ") for r in results.values())
+    assert results["no_missing_vectors"].description.startswith("tenant acme: no missing vectors: 1 (e.g. ")
+    assert results["no_stale_vectors"].description == "tenant acme: no stale vectors: none"

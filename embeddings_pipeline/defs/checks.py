@@ -43,12 +43,19 @@ CHECK_SPECS = [
 
 
 def _result(name: str, finding: facts.Finding, severity: dg.AssetCheckSeverity, tenant: str, **extra: object):
+    found = "none" if finding.ok else f"{finding.count} (e.g. {', '.join(map(str, finding.examples[:3]))})"
     return dg.AssetCheckResult(
         check_name=name,
         passed=finding.ok,
         severity=severity,
         metadata={"tenant": tenant, "count": finding.count, "example_chunk_ids": finding.examples, **extra},
+        description=_on(tenant, f"{name.replace('_', ' ')}: {found}"),
     )
+
+
+def _on(tenant: str, text: str) -> str:
+    """Check results are per tenant partition: the description says which (the checks tab lists them)."""
+    return f"tenant {tenant}: {text}"
 
 
 def evaluate_tenant_checks(
@@ -83,6 +90,7 @@ def evaluate_tenant_checks(
             passed=len(keys) <= 1,
             severity=WARN,
             metadata={"tenant": tenant, "model_keys": keys, "expected": identity.model_key},
+            description=_on(tenant, f"vectors of {', '.join(keys) or 'no model'} (expected {identity.model_key})"),
         ),
         _result(
             "vectors_well_formed",
@@ -103,12 +111,15 @@ def evaluate_tenant_checks(
             passed=gate is None or gate.passed,
             severity=ERROR,
             metadata={"tenant": tenant, "evaluated": gate is not None, **(gate.as_metadata() if gate else {})},
+            description=_on(tenant, "no model change to gate" if gate is None else
+                            f"nDCG@10 {gate.candidate_ndcg10:.4f} (new) vs {gate.active_ndcg10:.4f} (active)"),
         ),
         dg.AssetCheckResult(
             check_name="source_rows_valid",
             passed=bad_rows.ok,
             severity=WARN,
             metadata={"tenant": tenant, "count": bad_rows.count, "example_documents": bad_rows.examples},
+            description=_on(tenant, f"{bad_rows.count} source rows skipped"),
         ),
     ]
 
@@ -123,9 +134,12 @@ def missing_vectors_sweep(store: PipelineStore, model: EmbeddingModel) -> dg.Ass
     default_key = model.provider().identity.model_key
     with store.connect() as conn:
         found = facts.sweep(conn, store.schema, default_key)
+    total = sum(found.missing.values())
     return dg.AssetCheckResult(
         passed=not found.missing and not found.damage,
         severity=ERROR,
+        description=f"{total} missing vectors in {len(found.missing)} tenants"
+        + (f"; damaged storage: {'; '.join(found.damage)}" if found.damage else ""),
         metadata={
             "missing_total": sum(found.missing.values()),
             "tenants_affected": len(found.missing),
