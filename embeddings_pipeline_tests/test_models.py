@@ -340,7 +340,10 @@ def test_quality_gate_keeps_a_worse_model_from_taking_over(conn, schema, provide
 
         # a person who knows better switches anyway; a model that is not filled is refused
         bad = run.metadata["model_key"]
-        refused = runner.invoke(main, ["models", "activate", bad, "--tenant", "acme", "--tenant", "nobody"])
+        unknown = runner.invoke(main, ["models", "activate", bad, "--tenant", "acme", "--tenant", "nobody"])
+        assert unknown.exit_code == 2 and "no tenant 'nobody'" in unknown.output
+        seed(conn, schema, "beta", {"b.txt": "Pallets are stacked three high."}, fmt="text")  # not filled by `bad`
+        refused = runner.invoke(main, ["models", "activate", bad, "--tenant", "acme", "--tenant", "beta"])
         assert refused.exit_code == 1 and "covers 0 of 0" in refused.output
         assert tenant_settings(conn, schema, "acme").active_model_key == provider.identity.model_key
         assert len(sets(conn, schema)) == 2  # the stand-in splits on its own tokenizer: its chunk set is beside
