@@ -4,8 +4,8 @@ port of 127.0.0.1) over an embedded PostgreSQL under a temporary EMBEDDINGS_HOME
 The first `--n` documents of a BEIR corpus (SciFact) are split into a small tenant (a tenth) and a large one,
 ingested and materialized by the pipeline's own Dagster job. Then for each mode (dense, text, hybrid) and tenant:
 
-- warm `/v1/search` latency, p50 and p95 over `--queries` of the dataset's queries (one client, keep-alive),
-  against the same queries through `search_mode` in this process: `service_over_in_process_p50`;
+- warm `/v1/search` latency, p50 and p95 over `--queries` of the dataset's queries, each asked twice (one client,
+  keep-alive), against the same queries through `search_mode` in this process: `service_over_in_process_p50`;
 - a cold CLI call, `embeddings-pipeline search ...` in a fresh process (`--cli-tries`, median), alone and through
   the service (EMBEDDINGS_SERVICE_URL): `cli_cold_over_service_p50`, `cli_via_service_over_service_p50`;
 - throughput with `--clients` concurrent clients (threads, one httpx client each) against one client:
@@ -173,13 +173,14 @@ def measure(args, url, token, conn, schema, provider, tenant, mode, queries) -> 
         for q in queries[:3]:  # warm: connections, caches
             ask(q)
             here(q)
-        service, local = [], []
-        for i, q in enumerate(queries):  # interleaved, alternating which goes first: both see the same load
-            first, second = (ask, here) if i % 2 == 0 else (here, ask)
-            a, b = first(q), second(q)
-            service.append(a if first is ask else b)
-            local.append(b if first is ask else a)
-    qps_1 = len(service) / sum(service)  # one client, back to back
+        # blocks in the order service, here, here, service: drift in the machine's load is shared alike, and one
+        # model's threads still spinning never slow the other's next call (they would, call by call)
+        service, local, service_wall = [], [], 0.0
+        for measure_service in (True, False, False, True):
+            t0 = time.perf_counter()
+            (service if measure_service else local).extend((ask if measure_service else here)(q) for q in queries)
+            service_wall += (time.perf_counter() - t0) if measure_service else 0.0
+    qps_1 = len(service) / service_wall  # one client, back to back
     qps_n = concurrent_qps(url, headers, mode, queries, args.clients)
     cli = cli_seconds(queries[0], tenant, mode, args.cli_tries)
     via = cli_seconds(queries[0], tenant, mode, args.cli_tries, {"EMBEDDINGS_SERVICE_URL": url,
