@@ -51,10 +51,13 @@ def main() -> None:
     from embeddings_pipeline.store.session import Database
 
     rng = np.random.default_rng(1)
-    centers = rng.normal(size=(32, args.dims))
+    topics, subtopics = rng.normal(size=(32, args.dims)), rng.normal(size=(32, 64, args.dims))
 
     def clustered(n: int) -> np.ndarray:
-        v = centers[rng.integers(0, len(centers), n)] + 0.35 * rng.normal(size=(n, args.dims))
+        """Topics with subtopics and a little noise: nearest neighbours are meaningful, as in real embeddings
+        (one level of uniform noise around a few centres makes every point of a cluster equidistant)."""
+        t, u = rng.integers(0, 32, n), rng.integers(0, 64, n)
+        v = topics[t] + 0.6 * subtopics[t, u] + 0.25 * rng.normal(size=(n, args.dims))
         return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
     sizes = {f"large-{i}": args.large_size for i in range(args.large)}

@@ -158,6 +158,7 @@ def _move_to_own_partition(conn: psycopg.Connection, schema: str, model_key: str
     conn.execute(
         sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(parent, own, sql.Literal(tenant_id))
     )
+    conn.execute(sql.SQL("ANALYZE {}").format(own))  # so the planner walks its graph from the first search on
 
 
 def own_partitions(conn: psycopg.Connection, schema: str, model_key: str) -> list[str]:
