@@ -60,3 +60,22 @@ def provider() -> EmbeddingProvider:
     p = load_provider(DEFAULT_MODEL)
     p.load()
     return p
+
+
+@pytest.fixture()
+def cli(schema: str):
+    """`cli("ingest", ...)`: the command line in this process on the test's schema; `ok=False` allows failure."""
+    from click.testing import CliRunner
+
+    from embeddings_pipeline.cli import main
+
+    runner = CliRunner()
+
+    def run(*args: str, ok: bool = True, input: str | None = None):
+        result = runner.invoke(main, list(args), catch_exceptions=False, input=input)
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return run
+

@@ -7,29 +7,13 @@ import json
 from pathlib import Path
 
 import psycopg
-import pytest
-from click.testing import CliRunner
 from psycopg import sql
 
-from embeddings_pipeline.cli import main
 from embeddings_pipeline.store.db import table
 
 ERASED = 'o\'brien/"q" [x]'
 OTHERS = ["ünï-cödé/ß", "plain"]
 WORDS = {ERASED: "zeppelins", OTHERS[0]: "pelicans", OTHERS[1]: "walruses"}
-
-
-@pytest.fixture()
-def cli(schema):
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True, input: str | None = None):
-        result = runner.invoke(main, list(args), catch_exceptions=False, input=input)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    return run
 
 
 def _tables(conn: psycopg.Connection, schema: str) -> list[str]:

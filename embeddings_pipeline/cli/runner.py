@@ -30,17 +30,10 @@ _UNFINISHED = ("NOT_STARTED", "STARTING", "STARTED")
 def _home_lock(home: Path) -> Iterator[None]:
     """An exclusive file lock on DAGSTER_HOME: one process at a time creates its config and databases (two
     processes creating the SQLite storages at once leave two alembic heads, and every later run fails)."""
-    try:
-        import fcntl
-    except ImportError:  # no flock on this platform: best effort
+    from ..locks import file_lock
+
+    with file_lock(home / ".embeddings-init.lock"):
         yield
-        return
-    with open(home / ".embeddings-init.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_dagster_home() -> Path:

@@ -7,7 +7,6 @@ in the data folder, so two processes starting it at once attach to one server in
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import subprocess
@@ -17,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import Settings, embeddings_home
+from ..locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +29,8 @@ class EmbeddedServerError(RuntimeError):
 
 @contextmanager
 def _start_lock(home: Path) -> Iterator[None]:
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / "server.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(home / "server.lock"):
+        yield
 
 
 def _ensure_runtime_dir() -> None:
