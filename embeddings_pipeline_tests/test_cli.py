@@ -197,3 +197,13 @@ def test_a_refused_provider_key_is_one_clear_line(cli, monkeypatch, tmp_path):
         assert line.startswith("Error: embedding provider: ") and status in line and "SECRETVALUE" not in line
     assert "the API key in environment variable ACME_KEY was refused" in refused.output
     assert "Bearer [redacted]" in echoed.output  # not eaten as rich markup
+
+
+def test_db_commands_answer_json(conn, schema, cli):
+    from embeddings_pipeline.store.migrations import LATEST_VERSION
+
+    migrated = json.loads(cli("db", "migrate", "--json").output)
+    assert migrated == {"schema": schema, "applied": [], "version": LATEST_VERSION}  # the fixture migrated it
+    url = json.loads(cli("db", "url", "--json").output)
+    assert url["embedded"] is False and url["url"]  # the tests point EMBEDDINGS_DATABASE_URL at their server
+

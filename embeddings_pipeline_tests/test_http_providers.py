@@ -496,5 +496,5 @@ def test_the_local_provider_counts_calls_and_has_no_breaker(provider: EmbeddingP
     spec, after, breaker = _protocol_members(provider)
     assert breaker is None and "circuit_opened" not in after
     assert after["calls"] == before["calls"] + 2
-    assert {k: v for k, v in after.items() if k != "calls"} == dict.fromkeys(after.keys() - {"calls"}, 0)
+    assert set(after) == {"calls"}  # no figure that never moves (retries, rate limits) in the run metadata
     assert spec == "sentence-transformers:all-MiniLM-L6-v2"  # the spec conftest loaded it from

@@ -35,11 +35,17 @@ def db_stop() -> None:
 
 
 @db.command("url")
-def db_url() -> None:
+@json_option
+def db_url(as_json: bool) -> None:
     """Print the database URL the pipeline uses (starting the embedded server if needed)."""
+    from ..config import Settings
     from ..store.server import database_url
 
-    click.echo(database_url())
+    url = database_url()
+    if as_json:
+        echo_json({"url": url, "embedded": not Settings.from_env().database_url})
+    else:
+        click.echo(url)
 
 
 @db.command("status")
@@ -58,7 +64,8 @@ def db_status(as_json: bool) -> None:
 
 
 @db.command("migrate")
-def db_migrate() -> None:
+@json_option
+def db_migrate(as_json: bool) -> None:
     """Create or upgrade the pipeline's tables (runs also do this on their own)."""
     from ..store.db import connection
     from ..store.migrations import LATEST_VERSION, migrate
@@ -66,4 +73,7 @@ def db_migrate() -> None:
     store = pipeline_store()
     with connection(store.url()) as conn:
         applied = migrate(conn, store.schema)
-    console.print(f"schema {store.schema}: applied {applied or 'nothing'}; at version {LATEST_VERSION}")
+    if as_json:
+        echo_json({"schema": store.schema, "applied": applied, "version": LATEST_VERSION})
+    else:
+        console.print(f"schema {store.schema}: applied {applied or 'nothing'}; at version {LATEST_VERSION}")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..text.tokens import HuggingFaceTokenizer
 from .base import ModelIdentity, ProviderError, spec_for
-from .resilience import CallStats, provider_counters
+from .resilience import CallStats
 
 if TYPE_CHECKING:
     import numpy as np
@@ -98,8 +98,9 @@ class SentenceTransformerProvider:
         return HuggingFaceTokenizer(self.model_dir / "tokenizer.json")
 
     def counters(self) -> dict[str, int]:
-        """``stats`` as metadata (only ``calls`` moves for a local model); no ``circuit_opened``: no breaker."""
-        return provider_counters(self.stats, self.breaker)
+        """Only ``calls``: a local model has no retries, rate limits or circuit, and figures that never move
+        would only add flat lines to the materialization plots."""
+        return {"calls": self.stats.calls}
 
     def _load(self) -> Any:
         with self._lock:
