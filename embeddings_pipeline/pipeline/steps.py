@@ -13,7 +13,7 @@ import time
 
 from ..providers.base import EmbeddingProvider, ProviderError
 from ..providers.resilience import CircuitOpenError, ErrorKind, ProviderCallError
-from ..store import content, vector_tables, vectors
+from ..store import content, parsing, vector_tables, vectors
 from ..store.scope import Scope
 from ..text.blocks import parse_blocks
 from ..text.chunks import chunk_blocks
@@ -45,26 +45,26 @@ def build_blocks(scope: Scope, *, full: bool = False) -> BlocksReport:
     on; a document parsed again, or gone from the source, leaves `document_errors`. A bad row keeps the blocks of
     its last good version."""
     report = BlocksReport()
-    for batch in content.changed_documents(*scope, everything=full):
+    for batch in parsing.changed_documents(*scope, everything=full):
         parsed, rejected = [], list(batch.rejected)
         for doc in batch.documents:
             try:
                 parsed.append((doc, parse_blocks(doc.doc_id, doc.body, doc.format)))
             except Exception as exc:  # one document the parser cannot read must not stop the tenant
-                rejected.append(content.RejectedDocument(doc.doc_id, f"{type(exc).__name__}: {exc}"[:500]))
+                rejected.append(parsing.RejectedDocument(doc.doc_id, f"{type(exc).__name__}: {exc}"[:500]))
         if rejected:
             examples = "; ".join(f"{r.doc_id!r}: {r.reason}" for r in rejected[:3])
             log.warning("tenant %r: %d documents skipped (document_errors), e.g. %s", scope.tenant_id, len(rejected),
                         examples)  # fmt: skip
-            content.record_document_errors(*scope, rejected)
+            parsing.record_document_errors(*scope, rejected)
         if parsed:
-            report.blocks_written += content.replace_blocks(*scope, parsed)
+            report.blocks_written += parsing.replace_blocks(*scope, parsed)
         report.documents_parsed += len(parsed)
-    removed = content.removed_documents(*scope)
+    removed = parsing.removed_documents(*scope)
     if removed:
-        report.blocks_removed = content.forget_documents(*scope, removed)
+        report.blocks_removed = parsing.forget_documents(*scope, removed)
         report.documents_removed = len(removed)
-    content.forget_gone_errors(*scope)
+    parsing.forget_gone_errors(*scope)
     return report
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
@@ -97,3 +97,19 @@ def tenant_lock(
         yield
     finally:
         conn.execute("SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))", key)
+
+
+def copy_rows(
+    conn: psycopg.Connection, schema: str, name: str, columns: Sequence[str], rows: Iterable[Sequence[object]]
+) -> int:
+    """COPY `rows` into `schema.name` (text format); returns how many were written."""
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        table(schema, name), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    n = 0
+    with conn.cursor().copy(copy_sql) as copy:
+        for row in rows:
+            copy.write_row(row)
+            n += 1
+    return n
+
