@@ -84,3 +84,17 @@ def validate_tenant_id(tenant_id: object) -> str:
     if bad:
         raise InvalidTenantId(f"tenant id {tenant_id!r} contains control characters {bad!r}")
     return tenant_id
+
+
+def embed_processes() -> int:
+    """EMBEDDINGS_EMBED_PROCESSES: processes that embed one tenant's pending chunks, each a disjoint shard of them
+    (default 1: the run's own process). More are started only for `shard_min_chunks()` pending chunks each."""
+    processes = int(os.environ.get("EMBEDDINGS_EMBED_PROCESSES", "1"))
+    if processes < 1:
+        raise ValueError(f"EMBEDDINGS_EMBED_PROCESSES={processes} must be >= 1")
+    return processes
+
+
+def shard_min_chunks() -> int:
+    """EMBEDDINGS_SHARD_MIN_CHUNKS: pending chunks each extra embedding process must have to be worth starting."""
+    return max(1, int(os.environ.get("EMBEDDINGS_SHARD_MIN_CHUNKS", "2000")))

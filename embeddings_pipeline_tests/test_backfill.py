@@ -76,3 +76,26 @@ def test_killed_backfill_resumes_without_duplicates_or_gaps(conn, schema, provid
     assert distinct == (400, 400)
     runs = {r[0] for r in conn.execute(f"SELECT DISTINCT run_id FROM {schema}.{table}").fetchall()}  # noqa: S608
     assert len(runs) == 2  # the killed run's committed batches were kept, the resumed run did the rest
+
+
+def test_backfill_with_two_processes_embeds_each_chunk_once(conn, schema, cli, monkeypatch):
+    from collections import Counter
+
+    from embeddings_pipeline.providers.ollama import PROBE_TEXT
+
+    from .standin_server import StandinServer
+
+    with StandinServer(dims=384) as srv:
+        monkeypatch.setenv("OLLAMA_HOST", srv.url)
+        monkeypatch.setenv("EMBEDDINGS_SHARD_MIN_CHUNKS", "50")
+        seed(conn, schema, "wide", {"log.txt": paragraphs(300, "carton")}, fmt="text")
+        cli("tenants", "set", "wide", "--model", "ollama:nomic-embed-text")
+        cli("backfill", "--tenant", "wide", "--processes", "2", "--batch-size", "20")
+        sent = Counter(t for batch in srv.embed_batches for t in batch if t != PROBE_TEXT)
+        identity_lookups = srv.requests["/api/tags"]
+    texts = [r[0] for r in conn.execute(f"SELECT text FROM {schema}.chunks WHERE tenant_id = 'wide'")]  # noqa: S608
+    assert len(texts) == 300 and sent == Counter(texts)  # every text sent exactly once
+    assert identity_lookups == 3  # the run's own process and its two workers each resolved the model
+    (key,) = [r[0] for r in conn.execute(f"SELECT active_model_key FROM {schema}.tenants WHERE tenant_id = 'wide'")]  # noqa: S608
+    st = tenant_status(conn, schema, "wide", key)
+    assert (st.chunks, st.vectors, st.missing, st.stale) == (300, 300, 0, 0)

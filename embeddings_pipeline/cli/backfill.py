@@ -24,16 +24,22 @@ LINEAGE_COLUMNS = "chunk_id model_key revision chunker_version embedded_at run_i
 @click.option("--model", "model_key", help="a registered model_key to fill (default: each tenant's own model)")
 @click.option("--dry-run", is_flag=True, help="print what would be embedded and an estimate; write nothing")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), help="texts per committed batch")
+@click.option("--processes", type=click.IntRange(1, 64), help="processes embedding each tenant, each a disjoint "
+              "shard of its pending chunks (default EMBEDDINGS_EMBED_PROCESSES, 1)")  # fmt: skip
 @json_option
-def backfill(tenants: list[str], model_key: str | None, dry_run: bool, batch_size: int | None, as_json: bool) -> None:
+def backfill(
+    tenants: list[str], model_key: str | None, dry_run: bool, batch_size: int | None, processes: int | None,
+    as_json: bool,
+) -> None:  # fmt: skip
     """Embed everything missing for TENANTS (default: all), through Dagster runs, resumable after any kill."""
-    from ..defs.assets import COMMIT_TAG, MODEL_TAG
+    from ..defs.assets import COMMIT_TAG, MODEL_TAG, PROCESSES_TAG
 
     tenants = tenants or tenants_with_documents()
     if dry_run:
         _backfill_plan(tenants, model_key, as_json)
         return
-    tags = {**({MODEL_TAG: model_key} if model_key else {}), **({COMMIT_TAG: str(batch_size)} if batch_size else {})}
+    tags = {**({MODEL_TAG: model_key} if model_key else {}), **({COMMIT_TAG: str(batch_size)} if batch_size else {}),
+            **({PROCESSES_TAG: str(processes)} if processes else {})}  # fmt: skip
     runs = materialize_with_progress(tenants, tags=tags)
     failed = [r for r in runs if not r.success]
     if failed:

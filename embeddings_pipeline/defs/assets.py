@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from ..config import Settings
+from ..config import Settings, embed_processes
 from ..pipeline import model_change, steps
 from ..providers import ProviderError
 from ..store.db import tenant_lock
@@ -19,6 +19,7 @@ GROUP = "embeddings"
 REASON_TAG = "embeddings/reason"  # "reconcile" on the nightly runs: re-parse every document
 MODEL_TAG = "embeddings/model_key"  # a backfill of a registered model other than the tenant's own
 COMMIT_TAG = "embeddings/commit_every"  # texts per committed batch (backfill --batch-size)
+PROCESSES_TAG = "embeddings/processes"  # processes embedding the tenant (backfill --processes)
 # New or changed documents of a tenant (reported by `new_content_sensor`) request blocks, chunks and embeddings
 # of that tenant together, in one run.
 AUTOMATION = dg.AutomationCondition.eager()
@@ -111,6 +112,7 @@ def chunks(context: dg.AssetExecutionContext, store: PipelineStore, model: Embed
 def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: EmbeddingModel) -> dg.MaterializeResult:
     tenant, run_id = context.partition_key, context.run.run_id
     commit_every = int(context.run.tags.get(COMMIT_TAG, "256"))
+    processes = int(context.run.tags.get(PROCESSES_TAG) or embed_processes())
     failure = None
     with store.connect() as conn, tenant_lock(conn, store.schema, tenant):
         scope = Scope(conn, store.schema, tenant)
@@ -118,7 +120,8 @@ def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: E
         identity = plan.target.identity
         serving = _refresh_serving(context, scope, plan, commit_every)
         try:
-            report = steps.build_embeddings(scope, plan, run_id, commit_every=commit_every)
+            report = steps.build_embeddings(scope, plan, run_id, commit_every=commit_every, processes=processes,
+                                            database_url=store.url())  # fmt: skip
         except steps.EmbeddingIncomplete as exc:
             # Not raised: the blocking `no_missing_vectors` check fails the run, with counts and examples.
             context.log.error(str(exc))

@@ -17,7 +17,7 @@ from ..store import content, parsing, vector_tables, vectors
 from ..store.scope import Scope
 from ..text.blocks import parse_blocks
 from ..text.chunks import chunk_blocks
-from . import model_change
+from . import model_change, shards
 from .model_change import ModelPlan
 from .reports import BlocksReport, ChunksReport, EmbeddingIncomplete, EmbeddingsReport
 
@@ -29,6 +29,7 @@ __all__ = [
     "build_blocks",
     "build_chunks",
     "build_embeddings",
+    "embed_pending",
     "fill",
     "refresh_serving",
 ]
@@ -101,10 +102,19 @@ def build_chunks(scope: Scope, plan: ModelPlan, batch: int = 500) -> ChunksRepor
     return report
 
 
-def build_embeddings(scope: Scope, plan: ModelPlan, run_id: str, *, commit_every: int = 256) -> EmbeddingsReport:
+def build_embeddings(
+    scope: Scope,
+    plan: ModelPlan,
+    run_id: str,
+    *,
+    commit_every: int = 256,
+    processes: int = 1,
+    database_url: str | None = None,
+) -> EmbeddingsReport:
     """Embed the plan's chunk set with its target model (`fill`); at full coverage the target takes over the
     tenant's search if the model-change policy lets it (`model_change.take_over`)."""
-    report = fill(scope, plan.target, plan.chunk_set, run_id, commit_every=commit_every)
+    report = fill(scope, plan.target, plan.chunk_set, run_id, commit_every=commit_every, processes=processes,
+                  database_url=database_url)  # fmt: skip
     report.gate = model_change.take_over(scope, plan)
     return report
 
@@ -120,13 +130,25 @@ def refresh_serving(scope: Scope, plan: ModelPlan, run_id: str, *, commit_every:
 
 
 def fill(
-    scope: Scope, provider: EmbeddingProvider, chunk_set: str, run_id: str, *, commit_every: int = 256
+    scope: Scope,
+    provider: EmbeddingProvider,
+    chunk_set: str,
+    run_id: str,
+    *,
+    commit_every: int = 256,
+    processes: int = 1,
+    database_url: str | None = None,
 ) -> EmbeddingsReport:
     """Embed every chunk of `chunk_set` that lacks a current vector by `provider`; raise if any is left without.
 
     Each batch is committed as it finishes. A batch the provider rejects for its size or content is split in
     halves until the bad input is alone; that input is recorded in `embedding_errors` and its neighbours are
     embedded. When the provider's circuit is open the run stops at once (fail fast) and says so.
+
+    With `processes` > 1 and enough pending chunks (`shards.worker_count`), the pending chunks are split into
+    disjoint shards embedded by that many worker processes at once (`shards.embed_in_processes`, connecting to
+    `database_url`, default the environment's); reuse by hash, the partition and index, and coverage are done
+    once, here, before and after them.
     """
     conn, schema, tenant_id = scope
     identity = provider.identity
@@ -137,22 +159,18 @@ def fill(
 
     report.copied_by_hash = vectors.reuse_by_hash(conn, schema, vt, tenant_id, chunk_set)
     report.deleted = vectors.delete_orphans(conn, schema, vt, tenant_id)
-    pending = vectors.pending_chunks(conn, schema, vt, tenant_id, chunk_set)
-    # Sorting by length keeps padding low inside each model batch (~25% faster than arrival order).
-    pending.sort(key=lambda c: len(c.text))
-    if pending:
-        provider.load()
-    for start in range(0, len(pending), commit_every):
-        batch = pending[start : start + commit_every]
-        try:
-            _embed_batch(scope, provider, batch, run_id, report)
-        except CircuitOpenError as exc:
-            _record_failure(scope, identity.model_key, pending[start:], "circuit_open", str(exc), report)
-            report.errors.insert(0, f"stopped early, provider circuit open: {exc}")
-            break
+    workers = 1
+    if processes > 1:
+        workers = shards.worker_count(processes, vectors.pending_count(conn, schema, vt, tenant_id, chunk_set))
+    if workers > 1:
+        shards.embed_in_processes(scope, provider, chunk_set, run_id, workers, report, commit_every=commit_every,
+                                  database_url=database_url)  # fmt: skip
+    else:
+        embed_pending(scope, provider, chunk_set, run_id, report, commit_every=commit_every)
 
     report.seconds = time.perf_counter() - started
-    report.provider = {k: v - counters_before.get(k, 0) for k, v in provider.counters().items()}
+    own = {k: v - counters_before.get(k, 0) for k, v in provider.counters().items()}
+    report.provider = {k: own.get(k, 0) + report.provider.get(k, 0) for k in {*own, *report.provider}}
     vector_tables.promote_large(conn, schema, identity.model_key, tenant_id)  # its own partition and index
     total, current = vectors.coverage(conn, schema, vt, tenant_id, chunk_set)
     report.chunks = total
@@ -166,6 +184,34 @@ def fill(
             report,
         )
     return report
+
+
+def embed_pending(
+    scope: Scope,
+    provider: EmbeddingProvider,
+    chunk_set: str,
+    run_id: str,
+    report: EmbeddingsReport,
+    *,
+    commit_every: int = 256,
+    shard: vectors.Shard | None = None,
+) -> None:
+    """Embed the pending chunks of `chunk_set` (only `shard`'s, when given), batch by batch, into `report`.
+    Nothing else: reuse by hash, the tenant's partition and coverage are `fill`'s, done once per run."""
+    conn, schema, tenant_id = scope
+    pending = vectors.pending_chunks(conn, schema, provider.identity.vector_table, tenant_id, chunk_set, shard)
+    # Sorting by length keeps padding low inside each model batch (~25% faster than arrival order).
+    pending.sort(key=lambda c: len(c.text))
+    if pending:
+        provider.load()
+    for start in range(0, len(pending), commit_every):
+        batch = pending[start : start + commit_every]
+        try:
+            _embed_batch(scope, provider, batch, run_id, report)
+        except CircuitOpenError as exc:
+            _record_failure(scope, provider.identity.model_key, pending[start:], "circuit_open", str(exc), report)
+            report.errors.insert(0, f"stopped early, provider circuit open: {exc}")
+            break
 
 
 def _embed_batch(
@@ -208,5 +254,3 @@ def _record_failure(
                           kind, message)  # fmt: skip
     if len(report.errors) < 5 and f"{kind}: {message}" not in report.errors:
         report.errors.append(f"{kind}: {message}")
-
-

@@ -76,22 +76,63 @@ class PendingChunk:
     text: str
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Slice `index` of `count` of a tenant's pending chunks, by a stable hash of each chunk's content hash (its
+    first 28 bits modulo `count`): the slices are disjoint and cover every chunk, whatever process computes them,
+    and chunks with the same text fall in the same slice."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: need 0 <= index < count")
+
+    def owns(self, content_hash: str) -> bool:
+        return int(content_hash[:7], 16) % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+_PENDING = """
+    FROM {chunks} c
+    LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
+   WHERE c.tenant_id = %(tenant)s AND c.chunker_version = %(set)s
+     AND (v.chunk_id IS NULL OR v.embedding IS NULL OR v.content_hash IS DISTINCT FROM c.content_hash)
+     AND (%(count)s::int = 1 OR ('x' || left(c.content_hash, 7))::bit(28)::int %% %(count)s::int = %(index)s::int)
+"""
+
+
+def _pending_params(tenant_id: str, chunk_set: str, shard: Shard | None) -> dict[str, object]:
+    shard = shard or Shard(0, 1)
+    return {"tenant": tenant_id, "set": chunk_set, "count": shard.count, "index": shard.index}
+
+
 def pending_chunks(
-    conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chunk_set: str
+    conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chunk_set: str, shard: Shard | None = None
 ) -> list[PendingChunk]:
-    """Chunks of the set with no current vector: none, NULL, or computed from other text (stale)."""
+    """Chunks of the set with no current vector: none, NULL, or computed from other text (stale); with `shard`,
+    only that slice of them."""
     rows = conn.execute(
-        sql.SQL(
-            """
-            SELECT c.chunk_id, c.content_hash, c.text FROM {chunks} c
-              LEFT JOIN {v} v ON v.tenant_id = c.tenant_id AND v.chunk_id = c.chunk_id
-             WHERE c.tenant_id = %s AND c.chunker_version = %s
-               AND (v.chunk_id IS NULL OR v.embedding IS NULL OR v.content_hash IS DISTINCT FROM c.content_hash)
-            """
-        ).format(v=table(schema, vt), chunks=table(schema, "chunks")),
-        (tenant_id, chunk_set),
+        sql.SQL("SELECT c.chunk_id, c.content_hash, c.text" + _PENDING).format(
+            v=table(schema, vt), chunks=table(schema, "chunks")
+        ),
+        _pending_params(tenant_id, chunk_set, shard),
     ).fetchall()
     return [PendingChunk(*r) for r in rows]
+
+
+def pending_count(
+    conn: psycopg.Connection, schema: str, vt: str, tenant_id: str, chunk_set: str, shard: Shard | None = None
+) -> int:
+    """How many chunks `pending_chunks` would return (no texts loaded)."""
+    row = conn.execute(
+        sql.SQL("SELECT count(*)" + _PENDING).format(v=table(schema, vt), chunks=table(schema, "chunks")),
+        _pending_params(tenant_id, chunk_set, shard),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def validate_vectors(vectors: np.ndarray, n: int, dims: int) -> None:
