@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -74,6 +75,48 @@ def test_upgrade_to_chunk_sets_keeps_what_was_chunked_and_active(pg_url):
                 )
             }
             assert columns == {"tenant_id", "doc_id", "source_updated_at", "blocks_version"}
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_upgrade_to_tenant_scoped_text_search_keeps_rows_and_answers(pg_url):
+    """v9 -> v10 rebuilds the tsvector with each row's tenant lexeme: every chunk kept, text search scoped to its
+    tenant even when other tenants' rows (odd ids included) hold the same words and ids."""
+    from embeddings_pipeline.search.text import search_text
+
+    schema = f"m_{uuid.uuid4().hex[:10]}"
+    s = sql.Identifier(schema)
+    odd = "o'dd \\ tenant 'tenant x'"
+    try:
+        with connection(pg_url) as conn:
+            assert migrate(conn, schema, upto=9)[-1] == 9
+            rows = [
+                (t, f"c{i}", f"b{i}", f"d{i}", 0, text, f"h{i}", len(text.split()), "v1")
+                for t in ("acme", odd, "acme2")
+                for i, text in enumerate(["pump impeller seals", "impeller impeller rpm", "dock forklift"])
+            ]
+            with conn.cursor() as cur:
+                cur.executemany(
+                    sql.SQL("INSERT INTO {}.chunks VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)").format(s), rows
+                )
+            assert migrate(conn, schema) == [10]
+            kept = conn.execute(sql.SQL("SELECT tenant_id, chunk_id, text FROM {}.chunks").format(s)).fetchall()
+            assert sorted(kept) == sorted((r[0], r[1], r[5]) for r in rows)
+            for tenant in ("acme", odd):
+                lexemes = conn.execute(
+                    sql.SQL(
+                        "SELECT DISTINCT l FROM {}.chunks, unnest(tsvector_to_array(tsv)) l "
+                        "WHERE tenant_id = %s AND l LIKE 'tenant %%'"
+                    ).format(s),
+                    (tenant,),
+                ).fetchall()
+                assert lexemes == [(f"tenant {hashlib.md5(tenant.encode()).hexdigest()}",)]
+                hits = search_text(conn, schema, tenant, "impeller", k=10)
+                assert [h.chunk_id for h in hits] == ["c1", "c0"]  # tf 2 beats tf 1, same tenant only
+                assert hits[0].score > hits[1].score > 0
+            assert search_text(conn, schema, "acme3", "impeller") == []  # a tenant with no rows: nothing
+            assert search_text(conn, schema, "acme", "tenant") == [] != search_text(conn, schema, "acme", "pump")
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

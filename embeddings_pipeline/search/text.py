@@ -14,9 +14,15 @@ from .dense import SearchHit
 # text can act as tsquery syntax. Candidates are chunks matching any term (GIN); term frequencies come from the
 # tsvector's positions, document frequencies and the average length (in model tokens) from the same chunk set.
 # k1 = 0.9, b = 0.4: the BM25 parameters of the BEIR baselines (Anserini).
+# Every match is ANDed with the tenant's own lexeme (migration 10: 'tenant ' || md5(tenant_id), in every chunk's
+# tsvector), so the GIN index intersects a term's postings with the tenant's, and the cost follows the tenant's
+# size, not the table's; the tenant_id predicate stays as the exact filter.
 _SEARCH = r"""
 WITH terms AS MATERIALIZED (
-    SELECT DISTINCT lexeme, ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery AS tsq
+    SELECT DISTINCT lexeme,
+           ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery AS tsq,
+           ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery
+               && ('''tenant ' || md5(%(t)s) || '''')::tsquery AS scoped
       FROM unnest(tsvector_to_array(to_tsvector('english'::regconfig, %(text)s))) AS lexeme
 ),
 corpus AS MATERIALIZED (
@@ -25,15 +31,15 @@ corpus AS MATERIALIZED (
 ),
 df AS MATERIALIZED (
     SELECT t.lexeme, count(c.chunk_id)::float8 AS df
-      FROM terms t JOIN {chunks} c ON c.tsv @@ t.tsq
+      FROM terms t JOIN {chunks} c ON c.tsv @@ t.scoped
      WHERE c.tenant_id = %(t)s AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
      GROUP BY t.lexeme
 ),
 candidates AS MATERIALIZED (
     SELECT c.chunk_id, c.doc_id, c.text, c.tsv, c.token_count FROM {chunks} c
      WHERE c.tenant_id = %(t)s AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
-       AND c.tsv @@ (SELECT tsquery_or_all FROM (SELECT string_agg(tsq::text, ' | ')::tsquery AS tsquery_or_all
-                                                    FROM terms) q)
+       AND c.tsv @@ (SELECT ('(' || string_agg(tsq::text, ' | ') || ') & ''tenant ' || md5(%(t)s) || '''')::tsquery
+                       FROM terms)
 )
 SELECT d.chunk_id, d.doc_id, d.text,
        sum(ln(1 + (corpus.n - df.df + 0.5) / (df.df + 0.5))

@@ -196,6 +196,22 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX IF NOT EXISTS api_tokens_tenant_idx ON {s}.api_tokens (tenant_id);
         """,
     ),
+    (
+        10,
+        "text search bounded by the tenant's own size: each chunk's tsvector also holds one lexeme naming its "
+        "tenant ('tenant ' || md5(tenant_id), which no text parses to), so the GIN index answers (terms AND "
+        "tenant) from the tenant's own postings instead of filtering every tenant's matches; the chunk-set index "
+        "carries token_count, so BM25's corpus statistics are an index-only scan",
+        """
+        ALTER TABLE {s}.chunks DROP COLUMN IF EXISTS tsv;
+        ALTER TABLE {s}.chunks ADD COLUMN tsv tsvector GENERATED ALWAYS AS (
+            to_tsvector('english'::regconfig, text) || array_to_tsvector(ARRAY['tenant ' || md5(tenant_id)])
+        ) STORED;
+        CREATE INDEX IF NOT EXISTS chunks_tsv_idx ON {s}.chunks USING gin (tsv);
+        DROP INDEX IF EXISTS {s}.chunks_set_idx;
+        CREATE INDEX chunks_set_idx ON {s}.chunks (tenant_id, chunker_version) INCLUDE (token_count);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
