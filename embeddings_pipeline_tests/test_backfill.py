@@ -99,3 +99,21 @@ def test_backfill_with_two_processes_embeds_each_chunk_once(conn, schema, cli, m
     (key,) = [r[0] for r in conn.execute(f"SELECT active_model_key FROM {schema}.tenants WHERE tenant_id = 'wide'")]  # noqa: S608
     st = tenant_status(conn, schema, "wide", key)
     assert (st.chunks, st.vectors, st.missing, st.stale) == (300, 300, 0, 0)
+
+
+def test_backfill_starts_no_run_for_tenants_already_up_to_date(conn, schema, cli, provider):
+    seed(conn, schema, "done", {"a.txt": paragraphs(6, "valve")}, fmt="text")
+    seed(conn, schema, "busy", {"b.txt": paragraphs(4, "gasket")}, fmt="text")
+    cli("backfill")
+    runs = local_instance().get_runs_count()
+    again = cli("backfill")
+    assert "2 of 2 tenants up to date" in again.output and local_instance().get_runs_count() == runs
+
+    seed(conn, schema, "busy", {"c.txt": "A new note about the gasket."}, fmt="text")
+    conn.execute(f"UPDATE {schema}.documents SET deleted_at = now() WHERE tenant_id = 'done'")  # noqa: S608
+    out = cli("backfill")
+    assert "up to date" not in out.output and local_instance().get_runs_count() == runs + 2
+    conn.execute(f"DELETE FROM {schema}.{provider.identity.vector_table} WHERE tenant_id = 'busy'")  # noqa: S608
+    assert "1 of 2 tenants up to date" in cli("backfill").output  # a missing vector is work too
+    st = tenant_status(conn, schema, "busy", provider.identity.model_key)
+    assert (st.chunks, st.vectors, st.missing) == (5, 5, 0)

@@ -40,11 +40,35 @@ def backfill(
         return
     tags = {**({MODEL_TAG: model_key} if model_key else {}), **({COMMIT_TAG: str(batch_size)} if batch_size else {}),
             **({PROCESSES_TAG: str(processes)} if processes else {})}  # fmt: skip
-    runs = materialize_with_progress(tenants, tags=tags)
+    todo = _with_work(tenants, model_key)
+    if len(todo) < len(tenants):
+        click.echo(f"{len(tenants) - len(todo)} of {len(tenants)} tenants up to date: no run for them")
+    runs = materialize_with_progress(todo, tags=tags) if todo else []
     failed = [r for r in runs if not r.success]
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(runs)} tenants failed (rerun to resume): "
                                    + "; ".join(f"{r.tenant}: {r.error}" for r in failed))  # fmt: skip
+
+
+def _with_work(tenants: list[str], model_key: str | None) -> list[str]:
+    """The tenants a run would change anything for (`pipeline.backfill.has_work`), in order."""
+    from ..pipeline.backfill import has_work
+    from ..pipeline.model_change import embedding_provider
+    from ..providers import ProviderError
+    from ..store.scope import Scope
+
+    todo = []
+    with connect() as (conn, schema):
+        for tenant in tenants:
+            scope = Scope(conn, schema, tenant)
+            try:
+                provider = embedding_provider(scope, model_key=model_key)
+                if not has_work(scope, provider):
+                    continue
+            except ProviderError:
+                pass  # the run says what is wrong with the tenant's model
+            todo.append(tenant)
+    return todo
 
 
 def _backfill_plan(tenants: list[str], model_key: str | None, as_json: bool) -> None:

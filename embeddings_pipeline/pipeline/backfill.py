@@ -6,9 +6,12 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
+import psycopg
+
 from ..providers.base import EmbeddingProvider
 from ..store import backlog
 from ..store.scope import Scope
+from ..store.tenants import tenant_settings
 from .model_change import target_chunk_set
 
 SAMPLE = 64
@@ -69,3 +72,21 @@ def plan_tenant(scope: Scope, provider: EmbeddingProvider) -> tuple[TenantPlan, 
         est_seconds=None,
     )
     return plan, texts[:SAMPLE]
+
+
+def has_work(scope: Scope, provider: EmbeddingProvider) -> bool:
+    """Whether a run of the tenant for `provider` would change anything: documents to parse, chunk or forget,
+    chunks without a current vector, or the model (and its chunk set) not yet the one the tenant searches with.
+    A few indexed counts, no run: a backfill over every tenant costs nothing for those already up to date. Any
+    doubt (a damaged table the query cannot read) counts as work: the run repairs it."""
+    identity = provider.identity
+    try:
+        chunk_set = target_chunk_set(scope, provider)
+        settings = tenant_settings(*scope)
+        if (settings.active_model_key, settings.active_chunk_set) != (identity.model_key, chunk_set):
+            return True
+        if backlog.documents_not_chunked(*scope, chunk_set) or backlog.documents_removed(*scope):
+            return True
+        return backlog.pending_vectors(*scope, identity.vector_table, chunk_set) > 0
+    except psycopg.Error:
+        return True

@@ -12,6 +12,7 @@ blocks: a nested list stays inside its top-level list block. Decisions where the
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -55,8 +56,10 @@ def markdown_parser() -> MarkdownIt:
     return MarkdownIt("commonmark").enable("table")
 
 
+@functools.cache
 def _block_parser() -> MarkdownIt:
-    """``markdown_parser`` without inline parsing: blocks only need block tokens and raw inline source."""
+    """``markdown_parser`` without inline parsing: blocks only need block tokens and raw inline source. Built once
+    per process (building one costs more than parsing a short document); parsing keeps no state in it."""
     return markdown_parser().disable(["inline", "text_join"])
 
 

@@ -91,8 +91,12 @@ def chunk_blocks(
         text = chunk_text(block.block_type, block.text, title, block.heading_path)
         if text is None:
             continue
-        pieces = [text] if overflow == "truncate" else _pieces(block.block_type, text, tokenizer, max_tokens, overlap)
-        counted = ((piece, count_tokens(tokenizer, piece)) for piece in pieces)
+        whole = count_tokens(tokenizer, text)  # the one tokenization of a block that fits (nearly all do)
+        if overflow == "truncate" or whole <= max_tokens:
+            counted = [(text, whole)]
+        else:
+            counted = [(piece, count_tokens(tokenizer, piece)) for piece in _split(block.block_type, text, tokenizer,
+                                                                                  max_tokens, overlap)]  # fmt: skip
         kept = [(piece, count) for piece, count in counted if count > tokenizer.special_tokens]
         for index, (piece, count) in enumerate(kept):
             chunks.append(
@@ -109,10 +113,8 @@ def chunk_blocks(
     return chunks
 
 
-def _pieces(block_type: str, text: str, tokenizer: Tokenizer, max_tokens: int, overlap: int) -> list[str]:
-    """The block text as one piece when it fits, else its split (tables by rows first)."""
-    if count_tokens(tokenizer, text) <= max_tokens:
-        return [text]
+def _split(block_type: str, text: str, tokenizer: Tokenizer, max_tokens: int, overlap: int) -> list[str]:
+    """A block text longer than ``max_tokens`` split into pieces that fit (tables by rows first)."""
     if block_type == "table":
         return pack_rows(text.split(ROW_SEPARATOR), tokenizer, max_tokens, overlap)
     return split_by_tokens(text, tokenizer, max_tokens, overlap)

@@ -1,0 +1,215 @@
+"""The pipeline's own cost per chunk, stage by stage, with the model's time taken out.
+
+    .venv/bin/python bench/profile.py [--docs 1500] [--paragraphs 10] [--tokenizer whitespace|minilm] [--json]
+
+One tenant of `docs` documents (a heading and `paragraphs` paragraphs each, a long-tail vocabulary), embedded by
+the stand-in Ollama server (embeddings_pipeline_tests/standin_server.py), in a fresh schema of the embedded
+PostgreSQL. Microseconds per chunk for:
+
+- parse: documents -> blocks (markdown-it), in memory;
+- chunk: blocks -> chunks (chunk texts, tokenizer, hashes) in memory, and within it the tokenizer calls and the
+  hashes alone (`--tokenizer minilm`: the bundled model's WordPiece tokenizer, as the default model splits;
+  `whitespace`: what the remote providers split with);
+- blocks SQL: `build_blocks` less parse (reading changed documents, COPY of blocks, bookkeeping);
+- chunks SQL: `build_chunks` less chunk (reading blocks, COPY of chunks with the generated tsvector and its GIN
+  index, bookkeeping); `to_tsvector` alone: the same texts through `to_tsvector('english', ...)` in a SELECT;
+- vectors SQL: `fill` less the provider's own time: the pending query, the binary COPY of the vectors, coverage;
+- index: the partition of its own and the HNSW build when the tenant first searches with the model;
+- provider: the stand-in's time (subtracted above; its own cost, not the pipeline's).
+
+Before/after in one run: `chunk` is also measured with the chunker as it was before this profile (each block
+tokenized twice when it fits) against the current one, over the same blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VOCABULARY = [f"{a}{b}" for a in ("dock", "rack", "pallet", "label", "route", "audit", "sensor", "shift", "crate")
+              for b in ("", "s", "ing", "ed", "er", "ful", "less", "ward", "ish", "like", "side", "way")]  # fmt: skip
+
+
+def paragraph(doc: int, i: int) -> str:
+    # Zipf-like: a few words are everywhere, most are rare (as in real text; tsvector and GIN costs depend on it)
+    words = [VOCABULARY[int(len(VOCABULARY) * ((doc * 31 + i * 17 + k * 7) % 97 / 97) ** 3)] for k in range(40)]
+    return f"Entry {doc}.{i}: " + " ".join(words) + f" (ticket {doc * 1000 + i})."
+
+
+def document(doc: int, paragraphs: int) -> str:
+    return f"# Log {doc}\n\n" + "\n\n".join(paragraph(doc, i) for i in range(paragraphs))
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=1500)
+    ap.add_argument("--paragraphs", type=int, default=10)
+    ap.add_argument("--tokenizer", choices=("whitespace", "minilm"), default="minilm")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    os.environ.setdefault("EMBEDDINGS_HOME", str(Path(tempfile.gettempdir()) / "embeddings-bench"))
+    schema = f"profile_{uuid.uuid4().hex[:8]}"
+    os.environ.update({"EMBEDDINGS_SCHEMA": schema, "EMBEDDINGS_MODEL": "ollama:nomic-embed-text",
+                       "EMBEDDINGS_TENANT_INDEX_THRESHOLD": "1000"})  # fmt: skip
+
+    from embeddings_pipeline.pipeline import model_change, steps
+    from embeddings_pipeline.providers import load_provider
+    from embeddings_pipeline.store import vector_tables
+    from embeddings_pipeline.store.documents import SourceDocument, upsert_documents
+    from embeddings_pipeline.store.scope import Scope
+    from embeddings_pipeline.store.session import Database
+    from embeddings_pipeline.text.blocks import parse_blocks
+    from embeddings_pipeline.text.chunks import chunk_blocks
+    from embeddings_pipeline.text.hashing import content_hash, stable_id
+    from embeddings_pipeline.text.tokens import count_tokens
+    from embeddings_pipeline_tests.standin_server import StandinServer
+
+    tenant = "profiled"
+    docs = [SourceDocument(f"log-{d}.md", document(d, args.paragraphs), title=f"Log {d}") for d in range(args.docs)]
+    store = Database()
+    out: dict[str, object] = {}
+    with StandinServer(dims=384) as srv:
+        os.environ["OLLAMA_HOST"] = srv.url
+        provider = load_provider("ollama:nomic-embed-text")
+        if args.tokenizer == "minilm":
+            tokenizer = load_provider("sentence-transformers:all-MiniLM-L6-v2").tokenizer  # no torch: files only
+            provider.__dict__["tokenizer"] = tokenizer  # split as the default model does (a cached property)
+        else:
+            tokenizer = provider.tokenizer
+        max_tokens = provider.identity.max_tokens
+        try:
+            with store.connect() as conn:
+                scope = Scope(conn, schema, tenant)
+                _, ingest_s = timed(upsert_documents, conn, schema, tenant, docs)
+
+                # pure stages, in memory, over the very documents
+                parsed, parse_s = timed(lambda: [parse_blocks(d.doc_id, d.body, "markdown") for d in docs])
+                chunk_set = model_change.plan(scope, target=provider).chunk_set
+                chunked, chunk_s = timed(
+                    lambda: [
+                        chunk_blocks(b, d.title, tokenizer, max_tokens, chunk_set=chunk_set)
+                        for d, b in zip(docs, parsed, strict=True)
+                    ]  # fmt: skip
+                )
+                texts = [c.text for cs in chunked for c in cs]
+                n = len(texts)
+                block_texts = [b.text for bs in parsed for b in bs]
+                _, tokenize_s = timed(lambda: [count_tokens(tokenizer, t) for t in block_texts])
+                _, hash_s = timed(lambda: [(content_hash(t), stable_id(t, "0", chunk_set)) for t in texts])
+                _, old_chunk_s = timed(
+                    lambda: [
+                        _chunk_blocks_before(b, d.title, tokenizer, max_tokens, chunk_set)
+                        for d, b in zip(docs, parsed, strict=True)
+                    ]  # fmt: skip
+                )
+
+                blocks_report, blocks_s = timed(steps.build_blocks, scope)
+                plan = model_change.plan(scope, target=provider)
+                chunks_report, chunks_s = timed(steps.build_chunks, scope, plan)
+                assert chunks_report.chunks_written == n, (chunks_report.chunks_written, n)
+                tsv_s = _tsvector_alone(conn, schema, tenant)
+
+                index_s = {"promote": 0.0, "hnsw": 0.0}
+                _time_into(vector_tables, "promote_large", index_s, "promote")
+                _time_into(vector_tables, "ensure_search_index", index_s, "hnsw")
+                t0 = time.perf_counter()
+                report = steps.build_embeddings(scope, plan, "profile-run")
+                embeddings_s = time.perf_counter() - t0
+                assert report.embedded == n and report.failed == 0
+
+                provider_s = report.embed_seconds
+                vectors_sql_s = report.seconds - provider_s - index_s["promote"]
+                us = 1e6 / n
+                out.update({
+                    "chunks": n, "blocks": blocks_report.blocks_written, "tokenizer": tokenizer.name,
+                    "ingest_us_per_chunk": round(ingest_s * us, 1),
+                    "parse_us_per_chunk": round(parse_s * us, 1),
+                    "chunk_us_per_chunk": round(chunk_s * us, 1),
+                    "chunk_before_us_per_chunk": round(old_chunk_s * us, 1),
+                    "chunk_after_over_before": round(chunk_s / old_chunk_s, 3),
+                    "  tokenize_once_per_block_us_per_chunk": round(tokenize_s * us, 1),
+                    "  hash_us_per_chunk": round(hash_s * us, 1),
+                    "blocks_sql_us_per_chunk": round((blocks_s - parse_s) * us, 1),
+                    "chunks_sql_us_per_chunk": round((chunks_s - chunk_s) * us, 1),
+                    "  to_tsvector_alone_us_per_chunk": round(tsv_s * us, 1),
+                    "vectors_sql_us_per_chunk": round(vectors_sql_s * us, 1),
+                    "index_us_per_chunk": round((index_s["promote"] + index_s["hnsw"]) * us, 1),
+                    "  of_which_hnsw_us_per_chunk": round(index_s["hnsw"] * us, 1),
+                    "provider_us_per_chunk": round(provider_s * us, 1),
+                    "pipeline_own_us_per_chunk": round((blocks_s + chunks_s + embeddings_s - provider_s) * us, 1),
+                })  # fmt: skip
+        finally:
+            with psycopg.connect(store.url(), autocommit=True) as c:
+                c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:>40}: {v}")
+
+
+def _time_into(module, name: str, into: dict[str, float], key: str) -> None:
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            into[key] += time.perf_counter() - t0
+
+    setattr(module, name, wrapper)
+
+
+def _tsvector_alone(conn: psycopg.Connection, schema: str, tenant: str) -> float:
+    t0 = time.perf_counter()
+    conn.execute(
+        sql.SQL("SELECT sum(length(to_tsvector('english'::regconfig, text))) FROM {}.chunks WHERE tenant_id = %s")
+        .format(sql.Identifier(schema)),
+        (tenant,),
+    ).fetchone()  # fmt: skip
+    return time.perf_counter() - t0
+
+
+def _chunk_blocks_before(blocks, title, tokenizer, max_tokens, chunk_set):
+    """chunk_blocks as it was before this profile: a block that fits was tokenized twice (fits? then count)."""
+    from embeddings_pipeline.text.chunks import Chunk, _split, chunk_text
+    from embeddings_pipeline.text.hashing import content_hash, stable_id
+    from embeddings_pipeline.text.tokens import count_tokens
+
+    chunks = []
+    for block in blocks:
+        text = chunk_text(block.block_type, block.text, title, block.heading_path)
+        if text is None:
+            continue
+        fits = count_tokens(tokenizer, text) <= max_tokens
+        pieces = [text] if fits else _split(block.block_type, text, tokenizer, max_tokens, 32)
+        counted = ((piece, count_tokens(tokenizer, piece)) for piece in pieces)
+        kept = [(p, c) for p, c in counted if c > tokenizer.special_tokens]
+        for index, (piece, count) in enumerate(kept):
+            chunks.append(Chunk(stable_id(block.block_id, str(index), chunk_set), block.block_id, block.doc_id,
+                                len(chunks), piece, content_hash(piece), count))  # fmt: skip
+    return chunks
+
+
+if __name__ == "__main__":
+    main()
