@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import dagster as dg
@@ -221,12 +222,49 @@ def test_tokens_missing_unknown_malformed_or_revoked_answer_401(client, conn, sc
             r = client.post(path, json=body, headers=headers)
             assert r.status_code == 401, headers
             assert r.headers["www-authenticate"] == "Bearer" and token not in r.text
-    revoke_token(conn, schema, token_id)
-    assert client.post("/v1/search", json=body, headers=bearer(token)).status_code == 401
+    revoke_token(conn, schema, token_id)  # the service hears of it (NOTIFY) and forgets the cached token
+    assert refused_within(client, token, seconds=3.0)
     last_used = conn.execute(
         sql.SQL("SELECT last_used_at FROM {} WHERE token_id = %s").format(table(schema, "api_tokens")), (token_id,)
     ).fetchone()
     assert last_used is not None and last_used[0] is not None
+
+
+def refused_within(client: TestClient, token: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if client.post("/v1/search", json={"query": "pumps", "mode": "text"}, headers=bearer(token)).status_code == 401:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_valid_token_is_remembered_for_its_ttl_and_a_revocation_is_heard_at_once(database, conn, schema):
+    token_id, token = create_token(conn, schema, ACME)
+    api_tokens = table(schema, "api_tokens")
+    with TestClient(create_app(database, limiter=RateLimiter(0), token_cache_s=30)) as client:
+        service = client.app.state.service
+        assert service.revocations.listening.wait(10)
+        now = [1000.0]
+        service.auth.clock = lambda: now[0]
+        ask = lambda: client.post("/v1/search", json={"query": "pumps", "mode": "text"}, headers=bearer(token))  # noqa: E731
+        assert ask().status_code == 200
+        # revoked behind the service's back (no notification): the cached token still answers until it expires
+        conn.execute(sql.SQL("UPDATE {} SET revoked_at = now() WHERE token_id = %s").format(api_tokens), (token_id,))
+        assert ask().status_code == 200
+        now[0] += 31
+        assert ask().status_code == 401
+        # an unknown or revoked token is never cached: un-revoked, it is accepted on its next request
+        conn.execute(sql.SQL("UPDATE {} SET revoked_at = NULL WHERE token_id = %s").format(api_tokens), (token_id,))
+        assert ask().status_code == 200
+        revoke_token(conn, schema, token_id)  # `tenants token revoke`: every service forgets it at once
+        assert refused_within(client, token, seconds=3.0)
+    with TestClient(create_app(database, limiter=RateLimiter(0), token_cache_s=0)) as client:
+        assert client.app.state.service.revocations is None
+        other = create_token(conn, schema, ACME)
+        assert client.post("/v1/search", json={"query": "pumps"}, headers=bearer(other[1])).status_code == 200
+        conn.execute(sql.SQL("UPDATE {} SET revoked_at = now() WHERE token_id = %s").format(api_tokens), (other[0],))
+        assert client.post("/v1/search", json={"query": "pumps"}, headers=bearer(other[1])).status_code == 401
 
 
 def test_rate_limit_per_token_answers_429_with_retry_after(database, conn, schema):

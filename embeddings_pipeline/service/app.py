@@ -9,7 +9,10 @@ Routes (every `/v1/*` route takes `Authorization: Bearer <tenant token>`; the te
 
 Bodies are limited to `max_body` bytes (413); malformed JSON is 400; errors are JSON in OpenAI's shape
 (`errors.py`). Blocking work (PostgreSQL, the model) runs in Starlette's threadpool on pooled connections
-(`psycopg_pool`); providers are loaded on first use per (model spec, key reference) and kept for the process.
+(`psycopg_pool`), one hop and one connection per request; a token found valid a moment ago is answered from
+memory (`auth.py`), so a steady caller's request costs no separate trip for its token. Providers are loaded on
+first use per (model spec, key reference) and kept for the process; concurrent searches of one model embed their
+queries in one batch (`batching.py`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from ..store.db import table
 from ..store.migrations import MIGRATIONS
 from ..store.session import Database
 from ..store.status import TenantStatus
-from .auth import Authenticator, Caller, admin_token_matches, bearer_token
+from .auth import Authenticator, Caller, RevocationListener, admin_token_matches, bearer_token, cache_ttl_from_env
 from .counts import all_tenant_counts
 from .embeddings import parse_embeddings, run_embeddings
 from .errors import ApiError
@@ -68,16 +71,18 @@ class Service:
         max_body: int,
         pool_size: int,
         rerank_candidates: int = RERANK_CANDIDATES,
+        token_cache_s: float = 0.0,
     ) -> None:
         self.database, self.schema = database, database.schema
         self.rerank_candidates = rerank_candidates
         self.admin_token = admin_token or None
         self.limiter, self.reranker, self.max_body = limiter, reranker, max_body
         self.pool = ConnectionPool(
-            database.url(), min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=False,
+            database.url(), min_size=min(pool_size, 4), max_size=pool_size, kwargs={"autocommit": True}, open=False,
             configure=_configure, check=ConnectionPool.check_connection, name="embeddings-service",
         )  # fmt: skip
-        self.auth = Authenticator(self.pool, self.schema)
+        self.auth = Authenticator(self.pool, self.schema, ttl=token_cache_s)
+        self.revocations = RevocationListener(database.url(), self.auth) if token_cache_s > 0 else None
         self.providers = WarmProviders(loader)
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = RequestMetrics(self.registry, ENDPOINTS)
@@ -97,9 +102,13 @@ class Service:
         except psycopg.Error as exc:
             log.warning("database not reachable at start (%s); /ready says so until it is", type(exc).__name__)
         self.pool.open(wait=False)
+        if self.revocations is not None:
+            self.revocations.start()
         threading.Thread(target=self._warm_up, name="embeddings-warm-up", daemon=True).start()
 
     def stop(self) -> None:
+        if self.revocations is not None:
+            self.revocations.stop()
         self.pool.close()
 
     def _warm_up(self) -> None:
@@ -168,7 +177,7 @@ class Service:
 
     async def caller(self, request: Request) -> Caller:
         token = bearer_token(request)
-        caller = None if token is None else await run_in_threadpool(self.auth.check, token)
+        caller = None if token is None else self.auth.cached(token) or await run_in_threadpool(self.auth.check, token)
         if caller is None:
             raise ApiError(401, "a valid tenant token is required: Authorization: Bearer <token>",
                            code="invalid_token", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
@@ -195,11 +204,12 @@ def create_app(
     max_body: int = MAX_BODY_BYTES,
     pool_size: int | None = None,
     rerank_candidates: int | None = None,
+    token_cache_s: float | None = None,
 ) -> Starlette:
     """The service's ASGI app. Unset values come from the environment: EMBEDDINGS_ADMIN_TOKEN,
     EMBEDDINGS_RATE_LIMIT / EMBEDDINGS_RATE_BURST, EMBEDDINGS_POOL_SIZE (default 10), EMBEDDINGS_RERANK_CANDIDATES
-    (default 50, at most 1000), and the database's own. `reranker` (`providers.rerank.load_reranker`) enables
-    `"rerank": true`."""
+    (default 50, at most 1000), EMBEDDINGS_TOKEN_CACHE_SECONDS (default 5, 0: every request reads its token), and
+    the database's own. `reranker` (`providers.rerank.load_reranker`) enables `"rerank": true`."""
     candidates = rerank_candidates or int(os.environ.get("EMBEDDINGS_RERANK_CANDIDATES") or RERANK_CANDIDATES)
     service = Service(
         database or Database(),
@@ -210,6 +220,7 @@ def create_app(
         max_body=max_body,
         pool_size=pool_size or int(os.environ.get("EMBEDDINGS_POOL_SIZE", "10")),
         rerank_candidates=min(max(candidates, 1), 1000),
+        token_cache_s=cache_ttl_from_env() if token_cache_s is None else token_cache_s,
     )
 
     async def search(request: Request) -> Response:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import psycopg
@@ -105,7 +105,7 @@ def run_search(
         entries, rerank_info = rerank_hits(reranker, request.query, _search(conn, schema, provider, tenant_id, pool),
                                            request.k)  # fmt: skip
     else:
-        entries = [{**h.as_dict(), "context": False} for h in _search(conn, schema, provider, tenant_id, request)]
+        entries = [_entry(h) for h in _search(conn, schema, provider, tenant_id, request)]
     if request.neighbors and entries:
         chunk_set = chunk_set_of(conn, schema, tenant_id, provider.identity.model_key)
         entries = with_neighbors(conn, schema, tenant_id, chunk_set, entries, request.neighbors)
@@ -139,11 +139,21 @@ def rerank_hits(
         reason = reason[:300] or type(exc).__name__
         log.warning("rerank with %s failed; answering in search order: %s", reranker.name, reason)
         info = {"applied": False, "model": reranker.name, "reason": reason}
-        return [{**h.as_dict(), "context": False} for h in hits[:k]], info
+        return [_entry(h) for h in hits[:k]], info
     order = sorted(range(len(hits)), key=lambda i: -scores[i])[:k]  # stable: ties in the search's order
     entries = [{**hits[i].as_dict(), "score": float(scores[i]), "search_score": hits[i].score, "search_rank": i + 1,
                 "context": False} for i in order]  # fmt: skip
     return entries, {"applied": True, "model": reranker.name, "candidates": len(hits)}
+
+
+_HIT_FIELDS = tuple(f.name for f in fields(SearchHit))
+
+
+def _entry(hit: SearchHit) -> dict[str, Any]:
+    """A hit as the answer shows it (a shallow copy: `dataclasses.asdict` deep-copies, here for nothing)."""
+    entry = {name: getattr(hit, name) for name in _HIT_FIELDS}
+    entry["context"] = False
+    return entry
 
 
 def _search(
@@ -151,12 +161,15 @@ def _search(
 ) -> list[SearchHit]:
     """`search_mode`, also before anything was embedded with the tenant's model (no vector table yet): dense
     finds nothing then, and hybrid is the text ranking fused alone, as `search_mode` answers over no vectors."""
-    if request.mode != "text" and vector_table_of(conn, schema, provider.identity.model_key) is None:
-        if request.mode == "dense":
-            return []
-        text = search_mode(conn, schema, provider, tenant_id, request.query, max(request.k, CANDIDATES), "text")
-        return rrf([[], text])[: request.k]
-    return search_mode(conn, schema, provider, tenant_id, request.query, request.k, request.mode, CANDIDATES)
+    try:
+        return search_mode(conn, schema, provider, tenant_id, request.query, request.k, request.mode, CANDIDATES)
+    except psycopg.errors.UndefinedTable:  # cheaper than asking first on every request (autocommit: no abort)
+        if request.mode == "text" or vector_table_of(conn, schema, provider.identity.model_key) is not None:
+            raise
+    if request.mode == "dense":
+        return []
+    text = search_mode(conn, schema, provider, tenant_id, request.query, max(request.k, CANDIDATES), "text")
+    return rrf([[], text])[: request.k]
 
 
 def with_neighbors(

@@ -2,6 +2,7 @@
 
 Which model a tenant searches or embeds with is still `pipeline.model_change`'s answer, asked on every request
 (one small read of the tenant's settings), so a model switch takes effect at once; only the loading is cached.
+Search gets each provider with its queries batched across concurrent requests (`batching.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ..pipeline.model_change import ProviderLoader, default_loader, embedding_pr
 from ..providers import EmbeddingProvider, ProviderError
 from ..store.scope import Scope
 from ..store.tenants import TenantSettings
+from .batching import BatchedQueries, QueryBatcher
 
 
 class WarmProviders:
@@ -23,6 +25,7 @@ class WarmProviders:
         self._load = load
         self._by_spec: dict[tuple[str | None, str | None], EmbeddingProvider] = {}
         self._by_key: dict[str, EmbeddingProvider] = {}
+        self._batchers: dict[int, tuple[EmbeddingProvider, QueryBatcher]] = {}  # id(provider): providers are kept
         self._lock = threading.Lock()
 
     def load(self, spec: str | None, key_env: str | None) -> EmbeddingProvider:
@@ -41,7 +44,17 @@ class WarmProviders:
         return provider
 
     def search(self, conn: psycopg.Connection, schema: str, tenant: str) -> EmbeddingProvider:
-        return self.remember(search_provider(Scope(conn, schema, tenant), self.load))
+        """The tenant's search model, its `embed_query` batched with every other search of that model."""
+        provider = self.remember(search_provider(Scope(conn, schema, tenant), self.load))
+        with self._lock:
+            held = self._batchers.get(id(provider))
+            if held is None:
+                held = self._batchers[id(provider)] = (provider, QueryBatcher(provider))
+        return BatchedQueries(provider, held[1])  # type: ignore[return-value]
+
+    def batchers(self) -> list[QueryBatcher]:
+        with self._lock:
+            return [b for _, b in self._batchers.values()]
 
     def embedding(self, conn: psycopg.Connection, schema: str, tenant: str) -> EmbeddingProvider:
         return self.remember(embedding_provider(Scope(conn, schema, tenant), self.load))

@@ -24,6 +24,7 @@ from ..config import validate_tenant_id
 from .db import table
 
 PREFIX = "ept_"
+REVOKED_CHANNEL = "embeddings_token_revoked"  # NOTIFY payload: the token id (services forget it at once)
 _TOKEN = re.compile(r"^ept_([0-9a-f]{12})_([A-Za-z0-9_-]{20,128})$")
 
 
@@ -100,6 +101,7 @@ def revoke_token(conn: psycopg.Connection, schema: str, token_id: str) -> TokenI
         ).format(table(schema, "api_tokens")),
         (token_id,),
     ).fetchone()
+    conn.execute("SELECT pg_notify(%s, %s)", (REVOKED_CHANNEL, token_id))  # delivered when the revocation commits
     return TokenInfo(*row) if row else None
 
 
