@@ -104,24 +104,38 @@ def main() -> None:
                 # pure stages, in memory, over the very documents
                 parsed, parse_s = timed(lambda: [parse_blocks(d.doc_id, d.body, "markdown") for d in docs])
                 chunk_set = model_change.plan(scope, target=provider).chunk_set
-                chunked, chunk_s = timed(
-                    lambda: [
-                        chunk_blocks(b, d.title, tokenizer, max_tokens, chunk_set=chunk_set)
-                        for d, b in zip(docs, parsed, strict=True)
-                    ]  # fmt: skip
-                )
+                chunk_s = old_chunk_s = float("inf")
+                for _ in range(3):  # interleaved, best of 3: the machine is shared
+                    chunked, took = timed(
+                        lambda: [
+                            chunk_blocks(b, d.title, tokenizer, max_tokens, chunk_set=chunk_set)
+                            for d, b in zip(docs, parsed, strict=True)
+                        ]
+                    )
+                    chunk_s = min(chunk_s, took)
+                    _, took = timed(
+                        lambda: [
+                            _chunk_blocks_before(b, d.title, tokenizer, max_tokens, chunk_set)
+                            for d, b in zip(docs, parsed, strict=True)
+                        ]
+                    )
+                    old_chunk_s = min(old_chunk_s, took)
                 texts = [c.text for cs in chunked for c in cs]
                 n = len(texts)
                 block_texts = [b.text for bs in parsed for b in bs]
                 _, tokenize_s = timed(lambda: [count_tokens(tokenizer, t) for t in block_texts])
                 _, hash_s = timed(lambda: [(content_hash(t), stable_id(t, "0", chunk_set)) for t in texts])
-                _, old_chunk_s = timed(
-                    lambda: [
-                        _chunk_blocks_before(b, d.title, tokenizer, max_tokens, chunk_set)
-                        for d, b in zip(docs, parsed, strict=True)
-                    ]  # fmt: skip
-                )
+                from embeddings_pipeline.store import content, parsing, vectors
 
+                sql_s: dict[str, float] = {}
+                for module, names in (
+                    (parsing, ("changed_documents", "replace_blocks")),
+                    (content, ("documents_to_chunk", "blocks_of", "replace_chunks")),
+                    (vectors, ("reuse_by_hash", "pending_chunks", "write_vectors", "coverage")),
+                ):
+                    for name in names:
+                        sql_s[name] = 0.0
+                        _time_into(module, name, sql_s, name)  # fmt: skip
                 blocks_report, blocks_s = timed(steps.build_blocks, scope)
                 plan = model_change.plan(scope, target=provider)
                 chunks_report, chunks_s = timed(steps.build_chunks, scope, plan)
@@ -155,6 +169,7 @@ def main() -> None:
                     "index_us_per_chunk": round((index_s["promote"] + index_s["hnsw"]) * us, 1),
                     "  of_which_hnsw_us_per_chunk": round(index_s["hnsw"] * us, 1),
                     "provider_us_per_chunk": round(provider_s * us, 1),
+                    **{f"  sql_{k}_us_per_chunk": round(v * us, 1) for k, v in sql_s.items()},
                     "pipeline_own_us_per_chunk": round((blocks_s + chunks_s + embeddings_s - provider_s) * us, 1),
                 })  # fmt: skip
         finally:

@@ -16,7 +16,7 @@ from .blocks import Block
 from .hashing import content_hash, stable_id
 from .split import DEFAULT_OVERLAP, content_budget, pack_rows, split_by_tokens, split_spans
 from .tables import ROW_SEPARATOR, flatten_table
-from .tokens import Tokenizer, count_tokens
+from .tokens import Tokenizer, count_tokens, count_tokens_many
 
 __all__ = ["CHUNKER_VERSION", "Chunk", "chunk_blocks", "chunk_text", "flatten_table", "split_by_tokens", "split_spans"]
 
@@ -87,11 +87,11 @@ def chunk_blocks(
     if overflow not in OVERFLOW_POLICIES:
         raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
     chunks: list[Chunk] = []
-    for block in blocks:
-        text = chunk_text(block.block_type, block.text, title, block.heading_path)
-        if text is None:
-            continue
-        whole = count_tokens(tokenizer, text)  # the one tokenization of a block that fits (nearly all do)
+    texts = [(block, chunk_text(block.block_type, block.text, title, block.heading_path)) for block in blocks]
+    embedded = [(block, text) for block, text in texts if text is not None]
+    # the one tokenization of a block that fits (nearly all do), for the whole document at once
+    counts = count_tokens_many(tokenizer, [text for _, text in embedded])
+    for (block, text), whole in zip(embedded, counts, strict=True):
         if overflow == "truncate" or whole <= max_tokens:
             counted = [(text, whole)]
         else:

@@ -86,3 +86,12 @@ class WhitespaceTokenizer:
 def count_tokens(tokenizer: Tokenizer, text: str) -> int:
     """Tokens the model sees for ``text``: its tokens plus the special tokens added around it."""
     return len(tokenizer.offsets(text)) + tokenizer.special_tokens
+
+
+def count_tokens_many(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
+    """``count_tokens`` of each text; batched when the tokenizer can (``count_many``: one call into the Rust
+    library for all of them, in parallel, instead of one call and one offsets list per text)."""
+    many = getattr(tokenizer, "count_many", None)
+    if many is not None and texts:
+        return list(many(texts))
+    return [count_tokens(tokenizer, text) for text in texts]
