@@ -1,0 +1,263 @@
+"""The scale curve (issue 11): long-tail corpora of growing size, and one large tenant over 1 and 2 processes.
+
+    .venv/bin/python bench/curve.py --sizes 10000,30000,90000 [--shard-tenant 30000] [--json]
+
+Each corpus size runs in a process of its own (`--size N`), so its peak RSS is its own. A corpus of N chunks has
+N / 1000 tenants (1,000,000 chunks -> 1,000 tenants) whose sizes follow Zipf's law (tenant i gets a share
+proportional to 1 / (i + 1)): one or two large tenants with their own partition and HNSW graph, a long tail of
+small ones in the shared partition. The model is the stand-in Ollama server with clustered vectors (topics and
+subtopics, seeded by the text: real embeddings cluster, uniform ones hide recall problems). Every figure is a
+ratio against a baseline of the same run:
+
+- pipeline/provider: the stand-in alone over the very chunk texts (batches of 256) against every tenant
+  through Dagster (blocks -> chunks -> embeddings, one run each);
+- no-op/full: `backfill`'s check over every tenant with nothing changed (no run is started: `has_work`), and
+  every tenant forced through a Dagster run again, against the full run;
+- peak RSS of the process after the full run (ru_maxrss; the bench's own provider-alone pass comes after);
+- search per size class (the smallest tenant with 100+ chunks, the median tenant, the largest): dense and hybrid
+  p50/p95 over 30 queries, and dense recall@10 against an exact scan (index scans off) of the same tenant.
+
+`--shard-tenant N`: one tenant of N chunks filled (`steps.fill`, after blocks and chunks) with 1 process, then an
+identical tenant with 2 (`processes=2`), the stand-in serving from a process of its own: time(1) / time(2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from scale import WORDS, document  # noqa: E402
+
+CHUNKS_PER_DOC = 11  # a heading and 10 paragraphs
+_RNG = np.random.default_rng(1)
+_TOPICS, _SUBTOPICS = _RNG.normal(size=(32, 384)), _RNG.normal(size=(32, 64, 384))
+
+
+def clustered(texts: list[str]) -> list[np.ndarray]:
+    """A deterministic clustered vector per text (the stand-in's `embed_fn`)."""
+    out = []
+    for text in texts:
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+        rng = np.random.default_rng(seed)
+        t, u = int(rng.integers(0, 32)), int(rng.integers(0, 64))
+        v = _TOPICS[t] + 0.6 * _SUBTOPICS[t, u] + 0.25 * rng.normal(size=384)
+        out.append((v / np.linalg.norm(v)).astype(np.float32))
+    return out
+
+
+def long_tail(total: int, tenants: int) -> list[int]:
+    weights = [1 / (i + 1) for i in range(tenants)]
+    return [max(CHUNKS_PER_DOC, round(total * w / sum(weights))) for w in weights]
+
+
+def _env(schema: str) -> None:
+    os.environ.setdefault("EMBEDDINGS_HOME", str(Path(tempfile.gettempdir()) / "embeddings-bench"))
+    os.environ.update({
+        "EMBEDDINGS_SCHEMA": schema, "DAGSTER_HOME": tempfile.mkdtemp(prefix="dagster-curve-"),
+        "EMBEDDINGS_MODEL": "ollama:nomic-embed-text", "EMBEDDINGS_RETRY_BASE_DELAY": "0.05",
+    })  # fmt: skip
+
+
+def _ingest(conn, schema: str, tenant: str, t: int, chunks: int) -> None:
+    from embeddings_pipeline.store.documents import SourceDocument, upsert_documents
+
+    docs = [SourceDocument(f"log-{d}.md", document(t, d)) for d in range(max(1, chunks // CHUNKS_PER_DOC))]
+    upsert_documents(conn, schema, tenant, docs)
+
+
+def one_size(total: int) -> dict[str, object]:
+    schema = f"curve_{uuid.uuid4().hex[:8]}"
+    _env(schema)
+    import dagster as dg
+
+    from embeddings_pipeline.cli.runner import materialize_tenants
+    from embeddings_pipeline.pipeline import model_change
+    from embeddings_pipeline.pipeline.backfill import has_work
+    from embeddings_pipeline.store.scope import Scope
+    from embeddings_pipeline.store.session import Database
+    from embeddings_pipeline_tests.standin_server import StandinServer
+
+    sizes = long_tail(total, max(5, total // 1000))
+    tenants = [f"t{i:04d}" for i in range(len(sizes))]
+    store = Database()
+    out: dict[str, object] = {"target_chunks": total, "tenants": len(tenants), "largest_tenant": sizes[0]}
+    with StandinServer(dims=384, embed_fn=clustered) as srv:
+        os.environ["OLLAMA_HOST"] = srv.url
+        try:
+            with store.connect() as conn:
+                for t, (tenant, n) in enumerate(zip(tenants, sizes, strict=True)):
+                    _ingest(conn, schema, tenant, t, n)
+            instance = dg.DagsterInstance.ephemeral()
+            t0 = time.perf_counter()
+            runs = materialize_tenants(tenants, instance=instance)
+            full_s = time.perf_counter() - t0
+            assert all(r.success for r in runs), [r.error for r in runs if not r.success][:3]
+            out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            chunks = sum(int(r.metadata["chunks"]) for r in runs)
+            provider = model_change.default_loader()
+            alone_s = 0.0
+            with store.connect() as conn, conn.cursor(name="texts", withhold=True) as cur:
+                cur.execute(sql.SQL("SELECT text FROM {}.chunks").format(sql.Identifier(schema)))
+                while batch := [r[0] for r in cur.fetchmany(256)]:
+                    t0 = time.perf_counter()
+                    provider.embed_documents(batch)
+                    alone_s += time.perf_counter() - t0
+            with store.connect() as conn:
+                t0 = time.perf_counter()
+                busy = [t for t in tenants if has_work(Scope(conn, schema, t), provider)]
+                noop_plan_s = time.perf_counter() - t0
+            assert not busy, busy[:3]
+            t0 = time.perf_counter()
+            noop = materialize_tenants(tenants, instance=instance)
+            noop_runs_s = time.perf_counter() - t0
+            assert all(r.success and r.metadata["embedded"] == 0 for r in noop)
+            out.update({
+                "chunks": chunks, "full_s": round(full_s, 1), "provider_alone_s": round(alone_s, 1),
+                "pipeline_over_provider": round(alone_s / full_s, 3),
+                "noop_backfill_check_s": round(noop_plan_s, 2), "noop_check_over_full": round(noop_plan_s / full_s, 4),
+                "noop_forced_runs_s": round(noop_runs_s, 1), "noop_runs_over_full": round(noop_runs_s / full_s, 3),
+            })  # fmt: skip
+            with store.connect() as conn:
+                big = [s for s in sizes if s >= 100]
+                classes = {"small": tenants[sizes.index(big[-1])], "medium": tenants[len(big) // 2],
+                           "largest": tenants[0]}  # fmt: skip
+                for name, tenant in classes.items():
+                    out.update(_search(conn, schema, tenant, name, sizes[tenants.index(tenant)]))
+        finally:
+            with psycopg.connect(store.url(), autocommit=True) as c:
+                c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    return out
+
+
+def _search(conn, schema: str, tenant: str, name: str, size: int) -> dict[str, object]:
+    from embeddings_pipeline.pipeline import model_change
+    from embeddings_pipeline.search import search_mode
+    from embeddings_pipeline.store.scope import Scope
+
+    provider = model_change.search_provider(Scope(conn, schema, tenant))
+    vt = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(provider.identity.vector_table))
+    took: dict[str, list[float]] = {"dense": [], "hybrid": []}
+    recalls = []
+    for q in range(30):
+        query = f"{WORDS[q % len(WORDS)]} {WORDS[(q * 7 + 3) % len(WORDS)]} log {q}"
+        for mode in took:
+            t0 = time.perf_counter()
+            hits = search_mode(conn, schema, provider, tenant, query, 10, mode)
+            took[mode].append(time.perf_counter() - t0)
+            if mode == "dense":
+                got = {h.chunk_id for h in hits}
+        with conn.transaction():
+            conn.execute("SET LOCAL enable_indexscan = off")
+            conn.execute("SET LOCAL enable_bitmapscan = off")
+            exact = conn.execute(
+                sql.SQL("SELECT chunk_id FROM {} WHERE tenant_id = %s ORDER BY embedding <=> %s LIMIT 10").format(vt),
+                (tenant, provider.embed_query(query)),
+            ).fetchall()
+        recalls.append(len(got & {r[0] for r in exact}) / max(1, len(exact)))
+    out: dict[str, object] = {f"search_{name}_tenant_chunks": size}
+    for mode, times in took.items():
+        times.sort()
+        out[f"search_{name}_{mode}_p50_ms"] = round(1000 * statistics.median(times), 1)
+        out[f"search_{name}_{mode}_p95_ms"] = round(1000 * times[int(0.95 * len(times)) - 1], 1)
+    out[f"search_{name}_recall_at_10"] = round(statistics.mean(recalls), 3)
+    return out
+
+
+def shard_tenant(chunks: int) -> dict[str, object]:
+    """One tenant filled by 1 process, an identical one by 2; the stand-in in a process of its own."""
+    schema = f"shards_{uuid.uuid4().hex[:8]}"
+    _env(schema)
+    from embeddings_pipeline.pipeline import model_change, steps
+    from embeddings_pipeline.store.scope import Scope
+    from embeddings_pipeline.store.session import Database
+
+    server = subprocess.Popen([sys.executable, __file__, "--serve-standin"], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    os.environ["OLLAMA_HOST"] = server.stdout.readline().strip()
+    os.environ["EMBEDDINGS_SHARD_MIN_CHUNKS"] = "1000"
+    store = Database()
+    out: dict[str, object] = {"shard_tenant_chunks": chunks}
+    try:
+        with store.connect() as conn:
+            provider = model_change.default_loader()
+            for processes in (1, 2):
+                tenant = f"big-{processes}"
+                _ingest(conn, schema, tenant, 0, chunks)  # the same documents: nothing reusable across tenants
+                scope = Scope(conn, schema, tenant)
+                steps.build_blocks(scope)
+                plan = model_change.plan(scope, target=provider)
+                steps.build_chunks(scope, plan)
+                t0 = time.perf_counter()
+                report = steps.fill(scope, provider, plan.chunk_set, f"run-{processes}", processes=processes,
+                                    database_url=store.url())  # fmt: skip
+                out[f"fill_{processes}_process_s"] = round(time.perf_counter() - t0, 1)
+                assert report.failed == 0 and report.embedded == report.chunks
+                out[f"fill_{processes}_process_texts_per_s"] = round(report.chunks / out[f"fill_{processes}_process_s"])
+        out["two_over_one_process_speedup"] = round(out["fill_1_process_s"] / out["fill_2_process_s"], 2)
+    finally:
+        server.kill()
+        with psycopg.connect(store.url(), autocommit=True) as c:
+            c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    return out
+
+
+def _serve_standin() -> None:
+    from embeddings_pipeline_tests.standin_server import StandinServer
+
+    with StandinServer(dims=384, embed_fn=clustered) as srv:
+        print(srv.url, flush=True)
+        while True:
+            time.sleep(3600)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,30000,90000")
+    ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--shard-tenant", type=int, default=0)
+    ap.add_argument("--serve-standin", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.serve_standin:
+        _serve_standin()
+        return
+    if args.size:
+        print(json.dumps(one_size(args.size)))
+        return
+    results: dict[str, object] = {}
+    if args.shard_tenant:
+        results["shards"] = shard_tenant(args.shard_tenant)
+    for size in (int(s) for s in args.sizes.split(",") if s):
+        done = subprocess.run([sys.executable, __file__, "--size", str(size)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"size {size} failed:\n{done.stderr[-3000:]}")
+        results[str(size)] = json.loads(done.stdout.strip().splitlines()[-1])
+    if args.json:
+        print(json.dumps(results))
+        return
+    for name, figures in results.items():
+        print(f"== {name}")
+        for k, v in figures.items():
+            print(f"{k:>40}: {v}")
+
+
+if __name__ == "__main__":
+    main()
