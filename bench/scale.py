@@ -15,6 +15,10 @@ real model (25-75 texts/s on 2 cores) would hide. Every figure is a ratio agains
 5. outage: the provider answers 503 to everything during one tenant's run: seconds until that run fails (the
    circuit breaker), requests the dead endpoint received, and whether the next tenant's run is unaffected;
 6. search over the largest tenant: p50/p95 latency of dense, text and hybrid queries.
+
+`--curve 10000,30000,90000 [--shard-tenant 30000]` runs the scale curve instead (bench/curve.py): long-tail
+corpora of those sizes (N / 1000 tenants, Zipf sizes), each in a process of its own, with pipeline/provider,
+no-op/full, peak RSS and per-size-class search latency and recall; and one large tenant over 1 and 2 processes.
 """
 
 from __future__ import annotations
@@ -57,7 +61,12 @@ def main() -> None:
     ap.add_argument("--tenants", type=int, default=40)
     ap.add_argument("--docs-per-tenant", type=int, default=250, help="10 paragraphs (+ a heading) each")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--curve", help="comma-separated corpus sizes: run bench/curve.py instead")
+    ap.add_argument("--shard-tenant", default="0", help="with --curve: chunks of the 1-vs-2-process tenant")
     args = ap.parse_args()
+    if args.curve:
+        curve = [sys.executable, str(ROOT / "bench" / "curve.py"), "--sizes", args.curve]
+        raise SystemExit(subprocess.call([*curve, "--shard-tenant", args.shard_tenant, *(["--json"] * args.json)]))
 
     home = Path(os.environ.setdefault("EMBEDDINGS_HOME", str(Path(tempfile.gettempdir()) / "embeddings-bench")))
     schema = f"scale_{uuid.uuid4().hex[:8]}"
