@@ -153,3 +153,43 @@ def test_the_sweep_reads_evaluated_and_is_swept_again_after_tenant_runs(conn, sc
     latest = checks_tab(instance)["missing_vectors_sweep"]["executionForLatestMaterialization"]
     assert latest is not None and latest["status"] == "SUCCEEDED"
     assert automation(next_minute.cursor, 2).total_requested == 0  # nothing materialized since: no sweep
+
+
+NUMERIC = (dg.IntMetadataValue, dg.FloatMetadataValue)
+
+
+def test_plotted_figures_are_per_run_findings_not_constants(conn, schema, store, provider, instance):
+    """The UI plots every int/float metadata entry (a partitioned asset by partition, a check over time): those of
+    a tenant's run are what it did and found; the model's dimensions and token limit, which never change, are
+    text, and the serving chunk set's figures appear only during a model change."""
+    seed(conn, schema, "acme", {"doc.txt": DOC}, fmt="text")
+    result = materialize(instance, store, "acme")
+
+    def plotted(metadata) -> set[str]:
+        return {k for k, v in metadata.items() if isinstance(v, NUMERIC)}
+
+    figures = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("embeddings")}
+    for node in ("blocks", "chunks"):
+        (materialization,) = result.asset_materializations_for_node(node)
+        figures[node] = materialization.metadata
+    assert plotted(figures["blocks"]) == {"documents_parsed", "documents_removed", "blocks_written", "blocks_removed"}
+    assert plotted(figures["chunks"]) == {"documents_chunked", "chunks_written", "chunks_removed"}
+    assert plotted(figures["embeddings"]) == {
+        "chunks", "embedded", "reused", "copied_by_hash", "deleted", "failed", "coverage_pct", "seconds",
+        "texts_per_second", "provider_calls", "dagster/row_count",
+    }  # fmt: skip
+    assert figures["embeddings"]["model_dims"] == dg.MetadataValue.text("384")
+    assert "serving_chunks_written" not in figures["chunks"]
+
+    checks = {e.check_name: e.metadata for e in result.get_asset_check_evaluations()}
+    assert {name: plotted(m) for name, m in checks.items()} == {
+        "no_missing_vectors": {"count", "document_errors"},
+        "no_stale_vectors": {"count"},
+        "single_model": set(),
+        "vectors_well_formed": {"count"},
+        "no_truncation": {"count"},
+        "quality_gate": set(),
+        "source_rows_valid": {"count"},
+    }
+    assert checks["vectors_well_formed"]["dims"] == dg.MetadataValue.text("384")
+    assert checks["no_truncation"]["max_tokens"] == dg.MetadataValue.text("256")

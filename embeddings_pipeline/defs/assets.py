@@ -138,7 +138,8 @@ def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: E
             "model_name": identity.name,
             "model_provider": identity.provider,
             "model_revision": identity.revision,
-            "model_dims": identity.dims,
+            # the model's dimensions never change for a model (its model_key names them): text, not a flat plot
+            "model_dims": dg.MetadataValue.text(str(identity.dims)),
             "dagster/row_count": report.chunks,
         },
         tags={"embedding_model": identity.model_key},

@@ -37,7 +37,12 @@ class ChunksReport:
     serving_chunks_written: int = 0
 
     def as_metadata(self) -> dict[str, object]:
-        return asdict(self)
+        """The serving chunk set's figures only while there is one (a model change): otherwise they are an empty
+        name and a zero, a flat line in every plot of `chunks`."""
+        figures = asdict(self)
+        if not self.serving_chunker_version:
+            del figures["serving_chunker_version"], figures["serving_chunks_written"]
+        return figures
 
 
 @dataclass
