@@ -1,5 +1,6 @@
-"""Asset checks on `embeddings`: the alerting surface. Per-tenant checks run inside each materialization;
-the sweep runs on a schedule across all tenants to catch vectors nulled or deleted behind the pipeline's back."""
+"""Asset checks on `embeddings`: the alerting surface. Per-tenant checks run inside each materialization and are
+partitioned by tenant (each result is recorded on its tenant's partition); the sweep runs across all tenants on a
+schedule, to catch vectors nulled or deleted behind the pipeline's back, and again after tenant runs."""
 
 from __future__ import annotations
 
