@@ -124,7 +124,11 @@ def test_dead_workers_are_named_and_their_chunks_stay_pending(conn, schema, stan
     monkeypatch.setenv("EMBEDDINGS_SHARD_MIN_CHUNKS", "50")
     scope, provider, chunk_set = chunked(conn, schema, 120)
     monkeypatch.setattr(shards.sys, "executable", "/bin/false")  # a worker that dies at once
+    vt = vector_tables_of(conn, schema, provider)
+    second = vectors.pending_count(conn, schema, vt, TENANT, chunk_set, Shard(1, 2))
     with pytest.raises(steps.EmbeddingIncomplete) as exc:
         steps.fill(scope, provider, chunk_set, "run-1", processes=2)
-    assert exc.value.report.failed == 120
-    assert any(e.startswith("shard 0/2: worker exited") for e in exc.value.report.errors), exc.value.report.errors
+    # shard 0 is the run's own process: embedded; shard 1's worker died: its chunks, and only they, are missing
+    assert exc.value.report.failed == second and exc.value.report.embedded == 120 - second
+    assert any(e.startswith("shard 1/2: worker exited") for e in exc.value.report.errors), exc.value.report.errors
+    assert vectors.pending_count(conn, schema, vt, TENANT, chunk_set, Shard(0, 2)) == 0

@@ -1,11 +1,11 @@
 """One tenant's embedding work over several processes: disjoint shards of its pending chunks, one per worker.
 
 `steps.fill` does what must happen once per run (reuse by hash, orphans, then the tenant's partition, index and
-coverage) and, for a large enough backlog, hands the embedding itself to `embed_in_processes`: N worker
-processes (`python -m embeddings_pipeline.pipeline.shards`), each embedding the pending chunks of its shard
-(`vectors.Shard`: a stable hash of the content hash, so the shards are disjoint and cover every chunk) and
-committing batch by batch, as one process would. A worker that fails loses nothing the others wrote; its chunks
-are missing at the coverage count, the run says so, and the next run embeds only them.
+coverage) and, for a large enough backlog, hands the embedding itself to `embed_in_processes`: N processes, the
+run's own and N - 1 workers (`python -m embeddings_pipeline.pipeline.shards`), each embedding the pending chunks
+of its shard (`vectors.Shard`: a stable hash of the content hash, so the shards are disjoint and cover every
+chunk) and committing batch by batch, as one process would. A worker that fails loses nothing the others
+wrote; its chunks are missing at the coverage count, the run says so, and the next run embeds only them.
 
 The workers run under the coordinator's tenant lock (they take none of their own) and exit when the coordinator
 goes away (their stdin closes), so a killed run leaves no worker writing behind the next run's back.
@@ -62,9 +62,12 @@ def embed_in_processes(
     commit_every: int = 256,
     database_url: str | None = None,
 ) -> None:
-    """Embed the tenant's pending chunks with `workers` processes, one shard each; their counts go into `report`
-    (embed_seconds: the slowest worker's, so texts/s is the run's). A worker that dies is named in
+    """Embed the tenant's pending chunks with `workers` processes, one shard each: shard 0 in this process (its
+    model is loaded already), the others in worker processes started first. Their counts go into `report`
+    (embed_seconds: the slowest shard's, so texts/s is the run's). A worker that dies is named in
     `report.errors`; its chunks stay pending."""
+    from . import steps
+
     env = dict(os.environ, EMBEDDINGS_SCHEMA=scope.schema)
     if database_url:
         env["EMBEDDINGS_DATABASE_URL"] = database_url  # through the environment, never on a command line
@@ -73,7 +76,7 @@ def embed_in_processes(
     job = job_for(provider, scope, chunk_set, run_id, commit_every)
     procs = []
     try:
-        for index in range(workers):
+        for index in range(1, workers):
             proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     env=env, text=True)  # fmt: skip
             procs.append(proc)
@@ -83,13 +86,17 @@ def embed_in_processes(
                 proc.stdin.flush()
             except BrokenPipeError:
                 pass  # it died before reading its job: `_result` says so
+        own = EmbeddingsReport(model_key=report.model_key, chunk_set=chunk_set)
+        steps.embed_pending(scope, provider, chunk_set, run_id, own, commit_every=commit_every, shard=Shard(0, workers))
+        report.embedded, report.embed_seconds = report.embedded + own.embedded, own.embed_seconds
+        report.errors.extend(own.errors)
         results = [_result(proc) for proc in procs]
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-    for index, result in enumerate(results):
+    for index, result in enumerate(results, start=1):
         shard = Shard(index, workers)
         if "error" in result:
             report.errors.append(f"shard {shard}: {result['error']}")
