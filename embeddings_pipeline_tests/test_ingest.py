@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from embeddings_pipeline.pipeline.ingest import IngestError, ReadLog, folder_sources, read_beir_corpus, read_paths
+from embeddings_pipeline.pipeline.ingest import (
+    IngestError,
+    ReadLog,
+    folder_sources,
+    ingest_documents,
+    read_beir_corpus,
+    read_paths,
+)
 from embeddings_pipeline.store.db import table
 from embeddings_pipeline.store.documents import SourceDocument, list_documents, upsert_documents
 
@@ -132,3 +139,42 @@ def test_an_empty_folder_creates_no_tenant(conn, schema, tmp_path):
     assert (report.inserted, report.deleted) == (0, [])
     row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(schema, "tenants"))).fetchone()
     assert row == (0,)
+
+
+def test_ingest_documents_writes_only_what_changed_and_a_sync_keeps_the_rest(conn, schema, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    for n in ("a.md", "b.md", "c.md"):
+        (first / n).write_text(f"# {n}\n\nabout {n}\n")
+
+    def ingest(*folders: Path):
+        return ingest_documents(conn, schema, "acme", list(read_paths(list(folders))), sync=folder_sources(folders))
+
+    def stamps() -> dict[str, object]:
+        rows = conn.execute(
+            sql.SQL("SELECT doc_id, updated_at FROM {} WHERE tenant_id = 'acme'").format(table(schema, "documents"))
+        ).fetchall()
+        return dict(rows)
+
+    assert ingest(first).inserted == 3
+    before = stamps()
+    again = ingest(first)
+    assert (again.inserted, again.updated, again.unchanged, again.deleted) == (0, 0, 3, [])
+    assert stamps() == before  # nothing rewritten
+    (first / "b.md").write_text("# b.md\n\nabout b, revised\n")
+    (first / "c.md").rename(second / "c.md")  # same text, another folder: claimed by it, not deleted
+    changed = ingest(first, second)
+    assert (changed.inserted, changed.updated, changed.unchanged, changed.deleted) == (0, 1, 2, [])
+    after = stamps()
+    assert after["a.md"] == before["a.md"] and after["c.md"] == before["c.md"] and after["b.md"] > before["b.md"]
+    live = {d["doc_id"]: d["source"] for d in list_documents(conn, schema, "acme")}
+    assert live == {"a.md": str(first.resolve()), "b.md": str(first.resolve()), "c.md": str(second.resolve())}
+    assert _stored(conn, schema, "acme")["b.md"] == "# b.md\n\nabout b, revised\n"
+    (first / "a.md").unlink()
+    assert ingest(first).deleted == ["a.md"]
+    # metadata compared as stored: a value only JSON equality calls equal (1 vs 1.0, true vs 1) is upserted
+    docs = [SourceDocument(doc_id="m", title="M", body="meta", format="text", metadata={"v": 1})]
+    ingest_documents(conn, schema, "acme", docs)
+    flipped = [SourceDocument(doc_id="m", title="M", body="meta", format="text", metadata={"v": True})]
+    assert ingest_documents(conn, schema, "acme", flipped).updated == 1
+    assert ingest_documents(conn, schema, "acme", flipped).unchanged == 1

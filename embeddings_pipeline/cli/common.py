@@ -204,6 +204,20 @@ def tenants_with_documents() -> list[str]:
         return source_tenants(conn, schema)
 
 
+def tenant_model_key(conn: psycopg.Connection, schema: str, tenant: str) -> str:
+    """The model key the tenant is embedded with; a remote model whose server cannot be reached yet is shown as
+    unknown (its chunks then count as missing) instead of breaking the whole status."""
+    from ..pipeline.model_change import embedding_provider
+    from ..providers import ProviderError
+    from ..store.scope import Scope
+
+    try:
+        return embedding_provider(Scope(conn, schema, tenant)).identity.model_key
+    except ProviderError as exc:
+        say(f"tenant {tenant!r}: model unavailable ({exc})", err=True, style="yellow")
+        return "unknown"
+
+
 # --- Dagster runs -----------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,9 +19,15 @@ from .common import (
     mode_option,
     print_table,
     say,
+    tenant_model_key,
     tenant_option,
     tenants_with_documents,
 )
+from .runner import left_to_do, run_summary
+
+if TYPE_CHECKING:
+    from ..pipeline.ingest import ReadLog
+    from ..store.documents import IngestReport
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "sample_corpus"
 STATUS_COLUMNS = ["tenant", "documents", "blocks", "chunks", "vectors", "missing", "stale", "errors", "model_key"]
@@ -31,8 +38,13 @@ STATUS_COLUMNS = ["tenant", "documents", "blocks", "chunks", "vectors", "missing
 @tenant_option(creates=True)
 @click.option("--no-delete", is_flag=True, help="keep documents whose files are gone from the folder")
 @click.option("--text-ext", multiple=True, metavar="EXT", help="also read files ending in EXT as text (repeatable)")
+@click.option("--materialize", "then_materialize", is_flag=True,
+              help="then run the tenant through Dagster, only if something is left to do")  # fmt: skip
 @json_option
-def ingest(paths: tuple[Path, ...], tenant: str, no_delete: bool, text_ext: tuple[str, ...], as_json: bool) -> None:
+def ingest(
+    paths: tuple[Path, ...], tenant: str, no_delete: bool, text_ext: tuple[str, ...], then_materialize: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
     """Load markdown/text files, folders or BEIR .jsonl corpora into TENANT's documents (folders are synced).
 
     A folder is read recursively (doc_id = the path inside it) and synced: documents ingested from it before
@@ -45,40 +57,57 @@ def ingest(paths: tuple[Path, ...], tenant: str, no_delete: bool, text_ext: tupl
       embeddings-pipeline ingest ./handbook --tenant acme
       embeddings-pipeline ingest ./notes ./faq.md --tenant acme --text-ext .csv --text-ext .log
       embeddings-pipeline ingest ./scifact/corpus.jsonl --tenant scifact
+      embeddings-pipeline ingest ./handbook --tenant acme --materialize   # one process: ingest, then a run if needed
+
+    --materialize then runs the tenant through Dagster, unless a run would change nothing (no document changed or
+    removed, every chunk has a current vector of the active model): then no run is launched, and it says so.
     """
-    from ..pipeline.ingest import IngestError, ReadLog, folder_sources, read_paths, shown
-    from ..store.documents import source_tenants, upsert_documents
+    from ..pipeline.ingest import IngestError, ReadLog, folder_sources, ingest_documents, read_paths, shown
+    from ..store.documents import source_tenants
 
     log = ReadLog()
     sync = [] if no_delete else folder_sources(paths)
+    reason: str | None = None
     try:
         with connect() as (conn, schema):
             docs = read_paths(list(paths), text_ext=text_ext, log=log)
-            report = upsert_documents(conn, schema, tenant, docs, sync=sync, keep=log.keep)
+            report = ingest_documents(conn, schema, tenant, docs, sync=sync, keep=log.keep)
             exists = tenant in source_tenants(conn, schema)
+            if then_materialize and exists:
+                reason = left_to_do(conn, schema, tenant, report)
     except (IngestError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     read = report.inserted + report.updated + report.unchanged
+    if not as_json:
+        _say_ingested(tenant, report, log)
+    for problem in log.problems:
+        say(f"refused {problem}", err=True)
+    run = materialize_with_progress([tenant])[0] if reason is not None else None
     if as_json:
         echo_json({"tenant": tenant, "inserted": report.inserted, "updated": report.updated,
                    "unchanged": report.unchanged, "deleted": report.deleted, "skipped": dict(log.skipped),
-                   "problems": log.problems})  # fmt: skip
-    else:
-        say(f"tenant {tenant}: {report.inserted} new, {report.updated} changed, {report.unchanged} unchanged documents")
-        if report.deleted:
-            names = ", ".join(report.deleted[:20]) + (f", ... ({len(report.deleted) - 20} more)"
-                                                       if len(report.deleted) > 20 else "")  # fmt: skip
-            say(f"deleted {len(report.deleted)} documents gone from the folder: {names}")
-        if log.skipped_summary():
-            say(f"{log.skipped_summary()}; --text-ext EXT reads more kinds as text")
-    for problem in log.problems:
-        say(f"refused {problem}", err=True)
+                   "problems": log.problems,
+                   **({"run": run_summary(run, reason)} if then_materialize else {})})  # fmt: skip
+    elif then_materialize and exists and run is None:
+        say(f"tenant {tenant}: up to date, no run needed (nothing changed, every chunk has a current vector)")
     if not read and not exists:
         raise click.ClickException(
             f"no documents in {', '.join(shown(p) for p in paths)}: tenant {tenant!r} was not created"
         )
     if log.problems:
         raise click.ClickException(f"{len(log.problems)} files or rows refused (listed above); the rest was ingested")
+    if run is not None and not run.success:
+        raise click.ClickException(f"tenant {tenant} failed: {run.error}")
+
+
+def _say_ingested(tenant: str, report: IngestReport, log: ReadLog) -> None:
+    say(f"tenant {tenant}: {report.inserted} new, {report.updated} changed, {report.unchanged} unchanged documents")
+    if report.deleted:
+        names = ", ".join(report.deleted[:20]) + (f", ... ({len(report.deleted) - 20} more)"
+                                                   if len(report.deleted) > 20 else "")  # fmt: skip
+        say(f"deleted {len(report.deleted)} documents gone from the folder: {names}")
+    if log.skipped_summary():
+        say(f"{log.skipped_summary()}; --text-ext EXT reads more kinds as text")
 
 
 @click.command()
@@ -116,23 +145,9 @@ def _status_rows(tenants: list[str] | None) -> list[dict[str, object]]:
     with connect() as (conn, schema):
         rows = []
         for t in tenants or source_tenants(conn, schema):
-            key = tenant_settings(conn, schema, t).active_model_key or _tenant_provider(conn, schema, t)
+            key = tenant_settings(conn, schema, t).active_model_key or tenant_model_key(conn, schema, t)
             rows.append(tenant_status(conn, schema, t, key).as_dict())
         return rows
-
-
-def _tenant_provider(conn, schema: str, tenant: str) -> str:
-    """The model key the tenant is embedded with; a remote model whose server cannot be reached yet is shown as
-    unknown (its chunks then count as missing) instead of breaking the whole status."""
-    from ..pipeline.model_change import embedding_provider
-    from ..providers import ProviderError
-    from ..store.scope import Scope
-
-    try:
-        return embedding_provider(Scope(conn, schema, tenant)).identity.model_key
-    except ProviderError as exc:
-        say(f"tenant {tenant!r}: model unavailable ({exc})", err=True, style="yellow")
-        return "unknown"
 
 
 def _print_status(rows: list[dict[str, object]]) -> None:

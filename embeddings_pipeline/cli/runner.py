@@ -15,6 +15,9 @@ from ..config import dagster_home
 
 if TYPE_CHECKING:
     import dagster as dg
+    import psycopg
+
+    from ..store.documents import IngestReport
 
 _REPO_INSTANCE_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 _DEFAULT_INSTANCE_YAML = "telemetry:\n  enabled: false\n"
@@ -209,3 +212,28 @@ def materialize_tenants(
         if on_done:
             on_done(run)
     return runs
+
+
+def left_to_do(conn: psycopg.Connection, schema: str, tenant: str, report: IngestReport) -> str | None:
+    """Why TENANT needs a run after an ingest that did REPORT, or None when a run would change nothing (then
+    `ingest --materialize` launches none: no Dagster import, no run)."""
+    if report.inserted or report.updated or report.deleted:
+        return "documents changed"
+    from ..pipeline.ingest import stale_reason
+    from ..pipeline.model_change import embedding_provider
+    from ..providers import ProviderError
+    from ..store.scope import Scope
+
+    scope = Scope(conn, schema, tenant)
+    try:
+        return stale_reason(scope, embedding_provider(scope))
+    except ProviderError as exc:  # the run meets it again and reports it
+        return f"model unavailable ({exc})"
+
+
+def run_summary(run: TenantRun | None, reason: str | None) -> dict[str, object] | None:
+    """A run as `--json` shows it: id, outcome, why it was launched and what it embedded, reused and deleted."""
+    if run is None:
+        return None
+    counts = {k: run.metadata.get(k, 0) for k in ("embedded", "reused", "deleted")}
+    return {"run_id": run.run_id, "success": run.success, "reason": reason, "error": run.error, **counts}

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..store.documents import SourceDocument, unstorable
+from ..store.documents import IngestReport, SourceDocument, unstorable, upsert_documents
 from ..text.blocks import sanitize
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from ..providers import EmbeddingProvider
+    from ..store.scope import Scope
 
 MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdx"}
 TEXT_SUFFIXES = {".txt", ".text", ".rst"}
@@ -153,3 +161,103 @@ def read_paths(
                 yield from _read_one(path, rel, log, source)
             elif log is not None:
                 log.skipped[suffix or "(no extension)"] += 1
+
+
+def ingest_documents(
+    conn: psycopg.Connection,
+    schema: str,
+    tenant_id: str,
+    docs: Iterable[SourceDocument],
+    *,
+    sync: Collection[str] = (),
+    keep: Collection[str] = (),
+) -> IngestReport:
+    """`upsert_documents`, with the documents stored exactly as they are read (same title, body, format,
+    metadata and source, live) found by one query first and left out of the upsert: re-ingesting an unchanged
+    folder of N files costs one read, not N statements. Those count as unchanged, and a sync keeps them."""
+    docs = list(docs)
+    same = _stored_as_read(conn, schema, tenant_id, docs)
+    fresh = [d for d in docs if d.doc_id not in same]
+    report = upsert_documents(conn, schema, tenant_id, fresh, sync=sync, keep=[*same, *keep])
+    report.unchanged += len(same)
+    return report
+
+
+def _stored_as_read(conn: psycopg.Connection, schema: str, tenant_id: str, docs: list[SourceDocument]) -> set[str]:
+    """The doc ids among DOCS whose live stored row is exactly what an upsert would write (compared as
+    `upsert_documents` compares them: sanitized title and body, format, metadata, source). Anything that might
+    differ (a metadata value that only JSON equality would call equal) is left to the upsert."""
+    from psycopg import sql
+
+    from ..store.db import table
+
+    if not docs:
+        return set()
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT doc_id, title, sha256(convert_to(body, 'UTF8')), format, metadata, source FROM {} "
+            "WHERE tenant_id = %s AND deleted_at IS NULL AND doc_id = ANY(%s)"
+        ).format(table(schema, "documents")),
+        (tenant_id, [d.doc_id for d in docs]),
+    ).fetchall()
+    stored = {r[0]: (r[1], bytes(r[2]), r[3], _canonical(r[4]), r[5]) for r in rows}
+    read_once = {doc_id for doc_id, n in Counter(d.doc_id for d in docs).items() if n == 1}
+    same = set()
+    for d in docs:
+        held = stored.get(d.doc_id)
+        if held is None or d.doc_id not in read_once:  # read twice: the upsert keeps the last, as it always did
+            continue
+        metadata = _canonical(json.loads(json.dumps(d.metadata).replace("\\u0000", "\\ufffd")))
+        body = hashlib.sha256(sanitize(d.body).encode("utf-8")).digest()
+        if held == (sanitize(d.title), body, d.format, metadata, d.source):
+            same.add(d.doc_id)
+    return same
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+# --- after an ingest: is anything left for a run to do? ------------------------------------------------------------
+
+
+def stale_reason(scope: Scope, provider: EmbeddingProvider) -> str | None:
+    """Why a run of the tenant would change something, or None when it would change nothing: every live document
+    is parsed at its current version and chunked into the chunk set `provider` reads, no removed document still has
+    blocks, that set is the tenant's active one with `provider` its active model, and every chunk of it has a current
+    vector. Read-only, a few indexed queries: what lets `ingest --materialize` skip a Dagster run that would embed,
+    delete and switch nothing (the run's checks would find what the last run's found)."""
+    from psycopg import sql
+
+    from ..store.backlog import documents_not_chunked
+    from ..store.db import source_relation, table
+    from ..store.models import vector_table_of
+    from ..store.tenants import tenant_settings
+    from ..store.vectors import pending_count
+    from .model_change import target_chunk_set
+
+    conn, schema, tenant = scope
+    model_key, chunk_set = provider.identity.model_key, target_chunk_set(scope, provider)
+    settings = tenant_settings(*scope)
+    if (settings.active_model_key, settings.active_chunk_set) != (model_key, chunk_set):
+        return "its model or chunk set is not the active one yet"
+    if documents_not_chunked(conn, schema, tenant, chunk_set):
+        return "documents changed since they were chunked"
+    removed = conn.execute(
+        sql.SQL(
+            """
+            SELECT 1 FROM {parsed} p
+             WHERE p.tenant_id = %(t)s AND NOT EXISTS (
+                   SELECT 1 FROM {docs} d WHERE d.tenant_id = p.tenant_id AND d.doc_id = p.doc_id
+                      AND d.deleted_at IS NULL)
+             LIMIT 1
+            """
+        ).format(parsed=table(schema, "parsed_documents"), docs=source_relation(schema)),
+        {"t": tenant},
+    ).fetchone()
+    if removed:
+        return "removed documents still have chunks"
+    vt = vector_table_of(conn, schema, model_key)
+    if vt is None or pending_count(conn, schema, vt, tenant, chunk_set):
+        return "chunks without a current vector"
+    return None

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from ..text.tokens import HuggingFaceTokenizer, Tokenizer, WhitespaceTokenizer
 from .base import ModelIdentity, spec_for
 from .remote import RemoteProvider, credential_forms, display_url, split_credentials
 from .resilience import CircuitBreaker, ErrorKind, ProviderCallError, RetryPolicy, breaker_for
@@ -72,9 +73,12 @@ class OpenAICompatibleProvider(RemoteProvider):
         policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
         spec: str | None = None,
+        tokenizer: str | None = None,
     ) -> None:
         """``base_url`` defaults to ``$OPENAI_BASE_URL``, then OpenAI's; ``api_key_env`` names the key's variable;
-        ``spec`` (the model spec it was loaded from) defaults to one made of the name and the options given."""
+        ``spec`` (the model spec it was loaded from) defaults to one made of the name and the options given;
+        ``tokenizer`` (the bundled model's name or a local model folder) counts tokens exactly with that model's
+        ``tokenizer.json`` instead of the approximate whitespace count (e.g. a server running that very model)."""
         spec = spec or spec_for(
             "openai",
             name,
@@ -83,6 +87,7 @@ class OpenAICompatibleProvider(RemoteProvider):
                 "max_tokens": None if max_tokens == DEFAULT_MAX_TOKENS else max_tokens,
                 "query_prefix": query_prefix,
                 "passage_prefix": passage_prefix,
+                "tokenizer": tokenizer,
             },
         )
         super().__init__(name, batch_size, timeout, query_prefix, passage_prefix, policy, spec)
@@ -101,6 +106,15 @@ class OpenAICompatibleProvider(RemoteProvider):
         self.breaker = breaker or breaker_for(f"openai {self.display_url}")
         self.prompt_tokens = 0  # as reported by the server's `usage`
         self._loaded = False
+        self.tokenizer_name = tokenizer
+
+    @functools.cached_property
+    def tokenizer(self) -> Tokenizer:  # type: ignore[override]
+        if not self.tokenizer_name:
+            return WhitespaceTokenizer()
+        from .sentence_transformers import resolve_model_dir
+
+        return HuggingFaceTokenizer(resolve_model_dir(self.tokenizer_name) / "tokenizer.json")
 
     def __repr__(self) -> str:
         return (

@@ -16,7 +16,7 @@ PROVIDERS = ("sentence-transformers", "ollama", "openai")
 _OPTIONS = {
     "sentence-transformers": {"query_prefix", "passage_prefix"},
     "ollama": {"query_prefix", "passage_prefix", "max_tokens"},
-    "openai": {"query_prefix", "passage_prefix", "max_tokens", "dimensions"},
+    "openai": {"query_prefix", "passage_prefix", "max_tokens", "dimensions", "tokenizer"},
 }
 _INT_OPTIONS = {"max_tokens", "dimensions"}
 
@@ -131,4 +131,5 @@ def _load(spec: str, batch_size: int, device: str, key_env: str | None, endpoint
         passage_prefix=passage_prefix,
         policy=retry_policy(),
         spec=spec,
+        tokenizer=_text_option(opts, "tokenizer") or None,
     )
