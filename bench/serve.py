@@ -1,11 +1,17 @@
 """The HTTP service against the work it saves: a real `embeddings-pipeline serve` (uvicorn, started here on a free
 port of 127.0.0.1) over an embedded PostgreSQL under a temporary EMBEDDINGS_HOME, with the bundled model.
 
-The first `--n` documents of a BEIR corpus (SciFact) are split into a small tenant (a tenth) and a large one,
-ingested and materialized by the pipeline's own Dagster job. Then for each mode (dense, text, hybrid) and tenant:
+Two tenants of one model hold `--vectors` vectors between them (default 100,000: a small tenant of
+`--small-vectors`, 2,000, in the shared partition with exact scans, and a large one with a partition and an HNSW
+graph of its own). SciFact documents are parsed, chunked and embedded by the real model, then varied into copies
+whose vectors are their originals' plus noise, all written by the pipeline's own steps (`bench/serve_corpus.py`).
+Then for each mode (dense, text, hybrid) and tenant:
 
 - warm `/v1/search` latency, p50 and p95 over `--queries` of the dataset's queries, each asked twice (one client,
   keep-alive), against the same queries through `search_mode` in this process: `service_over_in_process_p50`;
+  with `--baseline-src DIR` (a source tree of an earlier commit: `git archive REV embeddings_pipeline | tar -x -C
+  DIR`) a second service from DIR on the same database is measured in the same blocks (`baseline_*`);
+- `relevant_at_10`: the share of queries with a relevant SciFact document (or a copy of one) in the top 10;
 - a cold CLI call, `embeddings-pipeline search ...` in a fresh process (`--cli-tries`, median), alone and through
   the service (EMBEDDINGS_SERVICE_URL): `cli_cold_over_service_p50`, `cli_via_service_over_service_p50`;
 - throughput with `--clients` concurrent clients (threads, one httpx client each) against one client:
@@ -14,13 +20,14 @@ ingested and materialized by the pipeline's own Dagster job. Then for each mode 
 Absolute times depend on the machine (and whoever else uses its cores); the ratios are measured in one run.
 One JSON object is printed.
 
-    .venv/bin/python bench/serve.py [--n 1200] [--queries 50] [--clients 16] [--cli-tries 3]
+    .venv/bin/python bench/serve.py [--vectors 100000] [--small-vectors 2000] [--base-docs 600] [--queries 50]
+                                    [--clients 16] [--cli-tries 3] [--baseline-src DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import contextlib
 import json
 import os
 import shutil
@@ -33,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+# bench/ itself off the path (a bench/profile.py would shadow the standard library's), the repository on it
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +53,10 @@ K = 10
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=1200, help="documents (default embeds in ~2-3 min on 2 cores)")
+    parser.add_argument("--vectors", type=int, default=100_000, help="vectors of both tenants together")
+    parser.add_argument("--small-vectors", type=int, default=2000)
+    parser.add_argument("--base-docs", type=int, default=600, help="documents embedded by the real model")
+    parser.add_argument("--baseline-src", type=Path, help="also serve from this source tree, in the same run")
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--cli-tries", type=int, default=3)
@@ -74,51 +86,47 @@ def ms(seconds: float) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    import dagster as dg
-
-    from embeddings_pipeline.cli.runner import materialize_tenants
-    from embeddings_pipeline.pipeline.ingest import read_beir_corpus
-    from embeddings_pipeline.pipeline.model_change import search_provider
-    from embeddings_pipeline.store.documents import upsert_documents
+    from bench.serve_corpus import build, load
+    from embeddings_pipeline.pipeline.model_change import default_loader, search_provider
     from embeddings_pipeline.store.scope import Scope
     from embeddings_pipeline.store.session import Database
     from embeddings_pipeline.store.status import tenant_status
     from embeddings_pipeline.store.tokens import create_token
+    from embeddings_pipeline.store.vector_tables import own_partitions
 
     database = Database()
-    docs = list(itertools.islice(read_beir_corpus(args.dataset / "corpus.jsonl"), args.n))
-    small = max(1, len(docs) // 10)
-    with open(args.dataset / "queries.jsonl") as fh:
-        queries = [json.loads(line)["text"] for line in itertools.islice(fh, args.queries)]
-    out: dict[str, object] = {"documents": len(docs), "queries": len(queries), "clients": args.clients,
-                              "cpus": os.cpu_count(), "k": K}  # fmt: skip
+    docs, picked, relevant = load(args.dataset, args.queries, args.base_docs)
+    queries = [text for _, text in picked]
+    out: dict[str, object] = {"queries": len(queries), "clients": args.clients, "cpus": os.cpu_count(), "k": K}
     with database.connect() as conn:
         schema = database.schema
+        real = default_loader()
+        real.load()
         t0 = time.perf_counter()
-        upsert_documents(conn, schema, "small", docs[:small])
-        upsert_documents(conn, schema, "large", docs[small:])
-        out["ingest_s"] = round(time.perf_counter() - t0, 2)
-        t0 = time.perf_counter()
-        runs = materialize_tenants(list(TENANTS), instance=dg.DagsterInstance.ephemeral())
-        out["materialize_s"] = round(time.perf_counter() - t0, 2)
-        if not all(r.success for r in runs):
-            raise SystemExit(f"materialization failed: {[r.error for r in runs]}")
+        sizes = {"small": args.small_vectors, "large": args.vectors - args.small_vectors}
+        out["corpus"] = build(conn, schema, real, docs, sizes)
+        out["build_s"] = round(time.perf_counter() - t0, 1)
         providers = {t: search_provider(Scope(conn, schema, t)) for t in TENANTS}
-        sizes = {}
         for t in TENANTS:
             st = tenant_status(conn, schema, t, providers[t].identity.model_key)
-            sizes[t] = {"documents": st.documents, "chunks": st.chunks, "vectors": st.vectors}
-        out["tenants"] = sizes
-        out["chunks_per_s"] = round(sum(s["chunks"] for s in sizes.values()) / out["materialize_s"], 1)
+            out["corpus"][t].update(vectors=st.vectors, missing=st.missing, stale=st.stale)
+        out["own_partitions"] = len(own_partitions(conn, schema, providers["large"].identity.model_key))
         tokens = {t: create_token(conn, schema, t)[1] for t in TENANTS}
-        with serving() as url:
-            out["modes"] = {mode: {t: measure(args, url, tokens[t], conn, schema, providers[t], t, mode, queries)
-                                   for t in TENANTS} for mode in MODES}  # fmt: skip
+        wanted = [relevant[qid] for qid, _ in picked]
+        baseline = serving(args.baseline_src) if args.baseline_src else contextlib.nullcontext()
+        with serving() as url, baseline as base:
+            urls = {"service": url, **({"baseline": base} if base else {})}
+            out["modes"] = {mode: {t: measure(args, urls, tokens[t], conn, schema, providers[t], t, mode, queries,
+                                              wanted) for t in TENANTS} for mode in MODES}  # fmt: skip
     return out
 
 
 class serving:
-    """`embeddings-pipeline serve` on a free port of 127.0.0.1, until /ready answers 200; stopped on exit."""
+    """`embeddings-pipeline serve` on a free port of 127.0.0.1, until /ready answers 200; stopped on exit. With
+    `src`, the service of that source tree (run from it, so its package is the one imported)."""
+
+    def __init__(self, src: Path | None = None) -> None:
+        self.src = src
 
     def __enter__(self) -> str:
         import httpx
@@ -126,9 +134,10 @@ class serving:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cli = Path(sys.executable).with_name("embeddings-pipeline")
-        self.proc = subprocess.Popen([str(cli), "serve", "--port", str(port), "--log-level", "warning"],
-                                     stdout=subprocess.DEVNULL)  # fmt: skip
+        command = [sys.executable, "-m", "embeddings_pipeline.cli", "serve", "--port", str(port), "--log-level",
+                   "warning"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(self.src or ROOT)}
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, cwd=self.src or ROOT, env=env)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -150,51 +159,67 @@ class serving:
             self.proc.kill()
 
 
-def measure(args, url, token, conn, schema, provider, tenant, mode, queries) -> dict[str, object]:
+def measure(args, urls, token, conn, schema, provider, tenant, mode, queries, wanted) -> dict[str, object]:
     import httpx
 
     from embeddings_pipeline.search import search_mode
 
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+    clients = {name: httpx.Client(base_url=u, headers=headers, timeout=60) for name, u in urls.items()}
+    found = []
 
-        def ask(query: str) -> float:
-            t0 = time.perf_counter()
-            r = client.post("/v1/search", json={"query": query, "k": K, "mode": mode})
-            elapsed = time.perf_counter() - t0
-            r.raise_for_status()
-            return elapsed
+    def ask(name: str, query: str) -> float:
+        t0 = time.perf_counter()
+        r = clients[name].post("/v1/search", json={"query": query, "k": K, "mode": mode})
+        elapsed = time.perf_counter() - t0
+        r.raise_for_status()
+        return elapsed
 
-        def here(query: str) -> float:
-            t0 = time.perf_counter()
-            search_mode(conn, schema, provider, tenant, query, K, mode)
-            return time.perf_counter() - t0
+    def here(query: str) -> float:
+        t0 = time.perf_counter()
+        hits = search_mode(conn, schema, provider, tenant, query, K, mode)
+        elapsed = time.perf_counter() - t0
+        found.append({h.doc_id.split("~", 1)[0] for h in hits})
+        return elapsed
 
-        for q in queries[:3]:  # warm: connections, caches
-            ask(q)
-            here(q)
-        # blocks in the order service, here, here, service: drift in the machine's load is shared alike, and one
-        # model's threads still spinning never slow the other's next call (they would, call by call)
-        service, local, service_wall = [], [], 0.0
-        for measure_service in (True, False, False, True):
-            t0 = time.perf_counter()
-            (service if measure_service else local).extend((ask if measure_service else here)(q) for q in queries)
-            service_wall += (time.perf_counter() - t0) if measure_service else 0.0
-    qps_1 = len(service) / service_wall  # one client, back to back
-    qps_n = concurrent_qps(url, headers, mode, queries, args.clients)
-    cli = cli_seconds(queries[0], tenant, mode, args.cli_tries)
-    via = cli_seconds(queries[0], tenant, mode, args.cli_tries, {"EMBEDDINGS_SERVICE_URL": url,
-                                                                   "EMBEDDINGS_SERVICE_TOKEN": token})  # fmt: skip
-    p50 = percentile(service, 0.5)
-    return {
-        "service_p50_ms": ms(p50), "service_p95_ms": ms(percentile(service, 0.95)),
-        "in_process_p50_ms": ms(percentile(local, 0.5)), "in_process_p95_ms": ms(percentile(local, 0.95)),
-        "service_over_in_process_p50": round(p50 / percentile(local, 0.5), 2),
-        "cli_cold_s": round(cli, 2), "cli_cold_over_service_p50": round(cli / p50, 1),
-        "cli_via_service_s": round(via, 2), "cli_via_service_over_service_p50": round(via / p50, 1),
-        "qps_1": round(qps_1, 1), f"qps_{args.clients}": round(qps_n, 1),
-        "qps_concurrent_over_1": round(qps_n / qps_1, 2),
-    }  # fmt: skip
+    for q in queries[:3]:  # warm: connections, caches
+        for name in clients:
+            ask(name, q)
+        here(q)
+    found.clear()
+    # blocks in the order service, (baseline), here, here, (baseline), service: drift in the machine's load is shared
+    # alike, and one model's threads still spinning never slow the other's next call (they would, call by call)
+    times: dict[str, list[float]] = {name: [] for name in (*clients, "here")}
+    walls = {name: 0.0 for name in clients}
+    names = list(clients)
+    for name in [*names, "here", "here", *reversed(names)]:
+        t0 = time.perf_counter()
+        times[name].extend(here(q) if name == "here" else ask(name, q) for q in queries)
+        if name != "here":
+            walls[name] += time.perf_counter() - t0
+    for c in clients.values():
+        c.close()
+    local = percentile(times["here"], 0.5)
+    hit = sum(bool(f & w) for f, w in zip(found, wanted * 2, strict=True))
+    out: dict[str, object] = {"in_process_p50_ms": ms(local), "in_process_p95_ms": ms(percentile(times["here"], 0.95)),
+                              "relevant_at_10": round(hit / len(found), 3)}  # fmt: skip
+    for name in clients:
+        p50, prefix = percentile(times[name], 0.5), "" if name == "service" else f"{name}_"
+        qps_1 = len(times[name]) / walls[name]  # one client, back to back
+        qps_n = concurrent_qps(urls[name], headers, mode, queries, args.clients)
+        out.update({f"{prefix}service_p50_ms": ms(p50), f"{prefix}service_p95_ms": ms(percentile(times[name], 0.95)),
+                    f"{prefix}service_over_in_process_p50": round(p50 / local, 2), f"{prefix}qps_1": round(qps_1, 1),
+                    f"{prefix}qps_{args.clients}": round(qps_n, 1),
+                    f"{prefix}qps_concurrent_over_1": round(qps_n / qps_1, 2)})  # fmt: skip
+    p50 = percentile(times["service"], 0.5)
+    if args.cli_tries:
+        cli = cli_seconds(queries[0], tenant, mode, args.cli_tries)
+        via = cli_seconds(queries[0], tenant, mode, args.cli_tries, {"EMBEDDINGS_SERVICE_URL": urls["service"],
+                                                                       "EMBEDDINGS_SERVICE_TOKEN": token})  # fmt: skip
+        out.update({"cli_cold_s": round(cli, 2), "cli_cold_over_service_p50": round(cli / p50, 1),
+                    "cli_via_service_s": round(via, 2),
+                    "cli_via_service_over_service_p50": round(via / p50, 1)})  # fmt: skip
+    return out
 
 
 def concurrent_qps(url: str, headers: dict[str, str], mode: str, queries: list[str], clients: int) -> float:

@@ -18,6 +18,8 @@ from .resources import PipelineStore
 from .schedules import REASON_TAG, embed_tenant_job
 
 SENSOR_INTERVAL = int(os.environ.get("EMBEDDINGS_SENSOR_INTERVAL", "15"))
+# the automation's own ticks (each evaluates every tenant partition); default: the sensors' interval
+AUTOMATION_INTERVAL = int(os.environ.get("EMBEDDINGS_AUTOMATION_INTERVAL") or SENSOR_INTERVAL)
 ROWS_PER_TICK = int(os.environ.get("EMBEDDINGS_SENSOR_ROWS_PER_TICK", "10000"))
 SCHEMA_CHECK_INTERVAL = int(os.environ.get("EMBEDDINGS_SCHEMA_CHECK_INTERVAL", "300"))
 
@@ -77,7 +79,7 @@ embeddings_automation = dg.AutomationConditionSensorDefinition(
     "embeddings_automation",
     target=dg.AssetSelection.assets(blocks, chunks, embeddings),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=SENSOR_INTERVAL,
+    minimum_interval_seconds=AUTOMATION_INTERVAL,
     emit_backfills=False,  # plain runs, one per tenant partition, not a backfill
     description="Runs blocks, chunks and embeddings for each tenant whose documents changed (one run per tenant).",
 )
