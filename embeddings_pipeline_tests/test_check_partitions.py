@@ -66,23 +66,36 @@ def sweep(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return defs().resolve_job_def("vector_sweep").execute_in_process(instance=instance)
 
 
-def ask(instance: dg.DagsterInstance, query: str, **variables: object) -> dict:
-    """One GraphQL request as the webserver serves it: a workspace request context, entered (which lets dynamic
-    partitions load from the instance), over a code server of the repo's workspace.yaml."""
-    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+class UI:
+    """GraphQL requests as the webserver serves them: one code server of the repo's workspace.yaml, and for each
+    request a workspace request context, entered (which lets dynamic partitions load from the instance)."""
 
-    with define_out_of_process_context(WORKSPACE, None, instance) as context, context:
-        result = execute_dagster_graphql(context, query, variables)
-    assert result.errors is None, result.errors
-    return result.data
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        from dagster_graphql.test.utils import define_out_of_process_workspace
+
+        self.workspace = define_out_of_process_workspace(WORKSPACE, None, instance)
+
+    def ask(self, query: str, **variables: object) -> dict:
+        from dagster_graphql.test.utils import execute_dagster_graphql
+
+        with self.workspace.create_request_context() as context:
+            result = execute_dagster_graphql(context, query, variables)
+        assert result.errors is None, result.errors
+        return result.data
+
+    def checks_tab(self) -> dict[str, dict]:
+        data = self.ask(CHECKS, key=EMBEDDINGS)
+        return {c["name"]: c for c in data["assetNodeOrError"]["assetChecksOrError"]["checks"]}
 
 
-def checks_tab(instance: dg.DagsterInstance) -> dict[str, dict]:
-    data = ask(instance, CHECKS, key=EMBEDDINGS)
-    return {c["name"]: c for c in data["assetNodeOrError"]["assetChecksOrError"]["checks"]}
+@pytest.fixture()
+def ui(instance: dg.DagsterInstance) -> Iterator[UI]:
+    view = UI(instance)
+    with view.workspace:
+        yield view
 
 
-def test_each_tenant_check_result_is_recorded_on_its_partition(conn, schema, store, provider, instance):
+def test_each_tenant_check_result_is_recorded_on_its_partition(conn, schema, store, provider, instance, ui):
     seed(conn, schema, "acme", {"doc.txt": DOC}, fmt="text")
     seed(conn, schema, "globex", {"doc.txt": DOC.replace("conveyor", "elevator")}, fmt="text")
     for tenant in ("acme", "globex"):
@@ -94,7 +107,7 @@ def test_each_tenant_check_result_is_recorded_on_its_partition(conn, schema, sto
     evaluations = {e.check_name: e for e in materialize(instance, store, "globex").get_asset_check_evaluations()}
     assert not evaluations["no_truncation"].passed and evaluations["no_truncation"].partition == "globex"
 
-    tab = checks_tab(instance)
+    tab = ui.checks_tab()
     for name in TENANT_CHECKS:  # the tab shows a Partitions view and a Partition column for each tenant check
         assert tab[name]["partitionDefinition"] == {"description": 'Dynamic partitions: "tenant"'}
     statuses = {name: tab[name]["partitionStatuses"] for name in TENANT_CHECKS}
@@ -104,12 +117,12 @@ def test_each_tenant_check_result_is_recorded_on_its_partition(conn, schema, sto
     assert latest["status"] == "SUCCEEDED" and latest["evaluation"]["partition"] == "globex"
 
     for tenant, runs in (("acme", 1), ("globex", 2)):
-        history = ask(instance, EXECUTIONS, key=EMBEDDINGS, name="no_missing_vectors", partition=tenant)
+        history = ui.ask(EXECUTIONS, key=EMBEDDINGS, name="no_missing_vectors", partition=tenant)
         executions = history["assetCheckExecutions"]
         assert len(executions) == runs
         assert {(e["partition"], e["evaluation"]["partition"]) for e in executions} == {(tenant, tenant)}
         assert executions[0]["evaluation"]["description"] == f"tenant {tenant}: no missing vectors: none"
-    everyone = ask(instance, EXECUTIONS, key=EMBEDDINGS, name="no_truncation", partition=None)
+    everyone = ui.ask(EXECUTIONS, key=EMBEDDINGS, name="no_truncation", partition=None)
     assert [(e["partition"], e["status"]) for e in everyone["assetCheckExecutions"]] == [
         ("globex", "FAILED"),
         ("globex", "SUCCEEDED"),
@@ -117,7 +130,7 @@ def test_each_tenant_check_result_is_recorded_on_its_partition(conn, schema, sto
     ]
 
 
-def test_the_sweep_reads_evaluated_and_is_swept_again_after_tenant_runs(conn, schema, store, provider, instance):
+def test_the_sweep_reads_evaluated_again_soon_after_a_tenant_run(conn, schema, store, provider, instance, ui):
     from embeddings_pipeline.definitions import defs as load_defs
 
     seed(conn, schema, "acme", {"doc.txt": DOC}, fmt="text")
@@ -135,14 +148,14 @@ def test_the_sweep_reads_evaluated_and_is_swept_again_after_tenant_runs(conn, sc
         materialize(instance, store, tenant)
     (evaluation,) = sweep(instance).get_asset_check_evaluations()
     assert evaluation.passed and evaluation.partition is None
-    latest = checks_tab(instance)["missing_vectors_sweep"]["executionForLatestMaterialization"]
+    latest = ui.checks_tab()["missing_vectors_sweep"]["executionForLatestMaterialization"]
     assert latest is not None and latest["status"] == "SUCCEEDED"
     assert latest["evaluation"]["description"] == "0 missing vectors in 0 tenants"
 
     # A tenant's run after the sweep: Dagster compares the sweep with the asset's latest materialization of any
     # tenant, so the sweep reads "Not evaluated" (null) until it runs again...
     materialize(instance, store, "acme")
-    assert checks_tab(instance)["missing_vectors_sweep"]["executionForLatestMaterialization"] is None
+    assert ui.checks_tab()["missing_vectors_sweep"]["executionForLatestMaterialization"] is None
     # ...which automation does at its next once-a-minute slot, and only then.
     same_minute = automation(baseline.cursor, 0.5)
     assert same_minute.total_requested == 0
@@ -150,9 +163,9 @@ def test_the_sweep_reads_evaluated_and_is_swept_again_after_tenant_runs(conn, sc
     assert next_minute.total_requested == 1  # the sweep: no tenant partition of any asset is requested
     assert not any(next_minute.get_requested_partitions(dg.AssetKey(k)) for k in ("blocks", "chunks", "embeddings"))
     sweep(instance)
-    latest = checks_tab(instance)["missing_vectors_sweep"]["executionForLatestMaterialization"]
+    latest = ui.checks_tab()["missing_vectors_sweep"]["executionForLatestMaterialization"]
     assert latest is not None and latest["status"] == "SUCCEEDED"
-    assert automation(next_minute.cursor, 2).total_requested == 0  # nothing materialized since: no sweep
+    assert automation(next_minute.cursor, 2).total_requested == 0  # the sweep is current again: nothing to do
 
 
 NUMERIC = (dg.IntMetadataValue, dg.FloatMetadataValue)
