@@ -195,9 +195,21 @@ def _instance(dagster_home: Path):
 
 
 def _ticks(instance, sensor: str, after: float) -> list:
+    after = float(after)
     states = [s for s in instance.all_instigator_state() if s.instigator_name == sensor]
     ticks = [t for s in states for t in instance.get_ticks(s.instigator_origin_id, s.selector_id, after=after)]
     return sorted(ticks, key=lambda t: t.timestamp)
+
+
+def _cursor_moved(ticks: list, after: float):
+    """The first tick after `after` that moved the sensor's cursor (it reported changes; such a tick reports
+    asset events and requests no run, so Dagster files it as skipped with an empty result)."""
+    previous = None
+    for t in ticks:
+        if t.timestamp > after and previous is not None and t.cursor != previous:
+            return t
+        previous = t.cursor
+    return None
 
 
 def first_tick_after(dagster_home: Path, sensor: str, after: float, timeout: float) -> None:
@@ -215,7 +227,7 @@ def breakdown(dagster_home: Path, tenant: str, written: float, found: float) -> 
     import dagster as dg
 
     with _instance(dagster_home) as instance:
-        sensed = next((t for t in _ticks(instance, "new_content_sensor", written) if t.status.value == "SUCCESS"), None)
+        sensed = _cursor_moved(_ticks(instance, "new_content_sensor", written - 120), written)
         records = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": tenant}))
         runs = sorted(
             (r for r in records if r.create_timestamp.timestamp() >= written), key=lambda r: r.create_timestamp
