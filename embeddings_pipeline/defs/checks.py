@@ -21,8 +21,9 @@ ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 def _tenant_check(name: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
     """A check of one tenant partition of `embeddings`: each evaluation records its partition, so the checks tab
     shows every tenant's latest result (a Partitions tab, the Partition column) instead of whichever tenant ran
-    last. Partitioned checks are Preview in Dagster 1.13; the PreviewWarning for exactly this use is silenced with
-    the filter Dagster documents (warnings.filterwarnings on dagster.PreviewWarning), scoped to these specs."""
+    last. Partitioned checks are Preview in Dagster 1.13. Its loader of the defs folder silences Dagster's warnings
+    while it imports; a direct import of this module would print the PreviewWarning, so that one warning is filtered
+    here the way Dagster documents (warnings.filterwarnings on dagster.PreviewWarning), scoped to these specs."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=dg.PreviewWarning)
         return dg.AssetCheckSpec(
