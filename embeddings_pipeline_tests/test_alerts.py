@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 import dagster as dg
 import pytest
 
+from embeddings_pipeline.defs import alerts as alerts_defs
 from embeddings_pipeline.defs.alerts import check_failure_alert, run_failure_alert
 from embeddings_pipeline.pipeline import alerts as alerting
 from embeddings_pipeline.pipeline.alerts import Alert, format_slack, send_alert
@@ -243,13 +245,43 @@ def test_check_failure_alert_sends_each_failed_evaluation_once(instance, monkeyp
         assert _evaluate_check_sensor(instance, cursor) == cursor  # nothing new
         assert len(hook.received) == 1
 
-        second = _materialize(instance, _embeddings(truncated=1))
+        second = _materialize(instance, _embeddings(truncated=5))  # the open incident got worse: sent again
         assert second.success
         cursor2 = _evaluate_check_sensor(instance, cursor)
-        assert int(cursor2) > int(cursor)
+        assert _after(cursor2) > _after(cursor)
         assert len(hook.received) == 2 and f"/runs/{second.run_id}" in hook.received[1]["text"]
         assert _evaluate_check_sensor(instance, cursor2) == cursor2
         assert len(hook.received) == 2
+
+
+def _after(cursor: str | None) -> int:
+    assert cursor is not None
+    return int(json.loads(cursor)["after"])
+
+
+def test_a_failing_check_is_one_incident_until_it_passes(instance, monkeypatch):
+    """Re-evaluations with the same or lower counts (a sweep after every tenant run) repeat nothing; a pass closes
+    the incident and the next failure opens a new one; an old plain-id cursor is still read."""
+    with WebhookServer() as hook:
+        monkeypatch.setenv(alerting.WEBHOOK_ENV, hook.url)
+        assert _materialize(instance, _embeddings(truncated=3)).success
+        cursor = _evaluate_check_sensor(instance, None)
+        for truncated in (3, 2):
+            assert _materialize(instance, _embeddings(truncated=truncated)).success
+            cursor = _evaluate_check_sensor(instance, cursor)
+        assert len(hook.received) == 1
+        assert _materialize(instance, _embeddings(truncated=0)).success  # passes: closed
+        cursor = _evaluate_check_sensor(instance, cursor)
+        assert json.loads(cursor)["open"] == {}
+        third = _materialize(instance, _embeddings(truncated=1))
+        assert third.success
+        cursor = _evaluate_check_sensor(instance, cursor)
+        assert len(hook.received) == 2 and f"/runs/{third.run_id}" in hook.received[1]["text"]
+        monkeypatch.setattr(alerts_defs, "REMIND_AFTER_S", 0.0)  # the reminder is due: the same failure again
+        assert _materialize(instance, _embeddings(truncated=1)).success
+        _evaluate_check_sensor(instance, cursor)
+        assert len(hook.received) == 3
+        assert _evaluate_check_sensor(instance, str(_after(cursor))) is not None  # an older plain-id cursor
 
 
 def test_check_failure_alert_advances_when_the_webhook_is_down(instance, monkeypatch):

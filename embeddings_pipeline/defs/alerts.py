@@ -2,8 +2,10 @@
 
 - `run_failure_alert`: a run of this code location failed. Runs that failed only because a blocking asset check
   failed are left to `check_failure_alert`, which reports that incident with its counts and examples.
-- `check_failure_alert`: every failed asset check evaluation (WARN and ERROR), read from the event log after a
-  cursor (the last storage id handled), so each evaluation is sent once.
+- `check_failure_alert`: failed asset check evaluations (WARN and ERROR), read from the event log after a cursor
+  (the last storage id handled), so each evaluation is read once. A failing (check, tenant) is one incident: it
+  is sent when it opens, again only when a count grew or REMIND_AFTER_S passed, and closed by a passing
+  evaluation (so a sweep re-run after every tenant run does not repeat the same alert).
 
 Neither sensor lets the webhook (down, slow, rejecting) fail or stall a tick.
 """
@@ -31,6 +33,7 @@ FIRST_TICK_LOOKBACK_S = 24 * 3600.0
 CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
 MAX_LISTED = 10
 MAX_CAUSES = 5  # an error and at most four causes in an alert
+REMIND_AFTER_S = 6 * 3600.0  # an open incident with the same or lower counts is sent again after this
 
 
 # --- run failures ----------------------------------------------------------------------------------------------
@@ -154,6 +157,17 @@ def _metadata_details(metadata: Mapping[str, dg.MetadataValue]) -> list[str]:
     return lines
 
 
+def _tenant_of(evaluation: dg.AssetCheckEvaluation) -> str | None:
+    metadata = evaluation.metadata or {}
+    if evaluation.partition is None and "tenant" in metadata:
+        return str(_plain(metadata["tenant"]))
+    return evaluation.partition
+
+
+def _incident(evaluation: dg.AssetCheckEvaluation) -> str:
+    return json.dumps([evaluation.asset_key.to_user_string(), evaluation.check_name, _tenant_of(evaluation)])
+
+
 def check_alert(record: dg.EventLogRecord) -> alerting.Alert | None:
     """The alert for one ASSET_CHECK_EVALUATION record, or None when the check passed."""
     entry = record.event_log_entry
@@ -161,9 +175,7 @@ def check_alert(record: dg.EventLogRecord) -> alerting.Alert | None:
     if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
         return None
     metadata = evaluation.metadata or {}
-    tenant = evaluation.partition
-    if tenant is None and "tenant" in metadata:
-        tenant = str(_plain(metadata["tenant"]))
+    tenant = _tenant_of(evaluation)
     counts = {
         key: value.value
         for key, value in metadata.items()
@@ -206,51 +218,72 @@ def _check_evaluation_records(instance: dg.DagsterInstance, after: int | None, l
     return list(storage.get_event_records(records_filter, limit=limit, ascending=True))
 
 
-def _cursor(context: dg.SensorEvaluationContext) -> int | None:
+def _cursor(context: dg.SensorEvaluationContext) -> tuple[int | None, dict[str, Any]]:
+    """(last storage id handled, open incidents: key -> {"counts", "at"}); a plain id is an older cursor."""
     if not context.cursor:
-        return None
+        return None, {}
     try:
-        return int(context.cursor)
-    except ValueError:
+        state = json.loads(context.cursor)
+        if isinstance(state, int):
+            return state, {}
+        return (int(state["after"]) if state["after"] is not None else None), dict(state["open"])
+    except (ValueError, TypeError, KeyError):
         context.log.warning("ignoring unreadable cursor %r; starting from the lookback window", context.cursor)
-        return None
+        return None, {}
+
+
+def _repeats(alert: alerting.Alert, incident: dict[str, Any] | None, now: float) -> bool:
+    """Whether `alert` only repeats its open incident: no count grew and the reminder is not due."""
+    if incident is None or now - float(incident["at"]) >= REMIND_AFTER_S:
+        return False
+    before = incident["counts"]
+    return not any(value > before.get(key, 0) for key, value in alert.counts.items())
 
 
 @dg.sensor(
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Posts one alert per failed asset check evaluation (WARN and ERROR: tenant, check, counts, "
-    "examples, link) to EMBEDDINGS_ALERT_WEBHOOK_URL and logs it. The cursor is the last event storage id handled.",
+    description="Posts one alert per incident of a failed asset check (WARN and ERROR: tenant, check, counts, "
+    "examples, link) to EMBEDDINGS_ALERT_WEBHOOK_URL and logs it; again only when a count grew or 6 h passed. "
+    "The cursor is the last event storage id handled and the open incidents.",
 )
 def check_failure_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-    after = _cursor(context)
+    after, incidents = _cursor(context)
     records = _check_evaluation_records(context.instance, after, CHECK_BATCH)
     if not records:
         return dg.SkipReason("no new asset check evaluations")
 
     deadline = time.monotonic() + CHECK_TICK_BUDGET_S
     handled = after
-    sent = undelivered = skipped = 0
+    sent = undelivered = skipped = repeated = 0
     for record in records:
         if handled is not None and time.monotonic() >= deadline:
             context.log.warning("alert time budget of this tick used up; continuing at the next tick")
             break
         handled = record.storage_id
         try:
+            evaluation = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
             alert = check_alert(record)
+            key = _incident(evaluation) if isinstance(evaluation, dg.AssetCheckEvaluation) else None
         except Exception:
             context.log.exception("skipping check evaluation %s: it could not be turned into an alert", handled)
             skipped += 1
             continue
-        if alert is None:
+        if alert is None or key is None:
+            incidents.pop(key, None)  # passed: the incident (if any) is closed
             continue
+        now = time.time()
+        if _repeats(alert, incidents.get(key), now):
+            repeated += 1
+            continue
+        incidents[key] = {"counts": alert.counts, "at": now}
         if alerting.send_alert(alert, logger=context.log, deadline=deadline):
             sent += 1
         else:
             undelivered += 1  # logged by send_alert; never block the sensor on the webhook
     if handled is not None:
-        context.update_cursor(str(handled))
+        context.update_cursor(json.dumps({"after": handled, "open": incidents}))
     return dg.SkipReason(
         f"{len(records)} check evaluation(s) read: {sent} alert(s) delivered, {undelivered} only logged, "
-        f"{skipped} skipped"
+        f"{repeated} repeating an open incident, {skipped} skipped"
     )
