@@ -14,7 +14,8 @@ the run's wait in the queue (dequeue and launch), the run worker's start, each s
 the embeddings step, and the last poll.
 
 Phases, each with a fresh `dagster dev` and DAGSTER_HOME on the same database and service:
-- `--baseline-yaml PATH` (optional, first): that instance file and the sensors' default interval (15 s);
+- `--baseline-yaml PATH` (optional, first): that instance file, the sensors' default interval (15 s) and a
+  process per step (EMBEDDINGS_RUN_EXECUTOR=multiprocess), as before `defs/executor.py`;
 - `configured`: the repository's dagster.yaml and the settings given with `--set NAME=VALUE`.
 
     .venv/bin/python bench/freshness.py [--tries 5] [--baseline-yaml PATH] [--set EMBEDDINGS_SENSOR_INTERVAL=5]
@@ -96,6 +97,7 @@ def main() -> None:
 
     os.environ["EMBEDDINGS_DATABASE_URL"] = start_embedded(home)
     procs: list[subprocess.Popen] = []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops what this bench started
     try:
         print(json.dumps(run(args, home, procs), indent=2))
     finally:
@@ -133,7 +135,8 @@ def run(args: argparse.Namespace, home: Path, procs: list[subprocess.Popen]) -> 
         wait_http(f"{url}/ready", serve, 180)
         subprocess.run([str(CLI), "tenants", "set", TENANT, "--model", SPEC, "--key-env", "FRESH_SERVICE_TOKEN"],
                        check=True, capture_output=True)  # fmt: skip
-        phases = [("baseline", args.baseline_yaml, {"EMBEDDINGS_SENSOR_INTERVAL": "15"})] if args.baseline_yaml else []
+        before = {"EMBEDDINGS_SENSOR_INTERVAL": "15", "EMBEDDINGS_RUN_EXECUTOR": "multiprocess"}  # as it was
+        phases = [("baseline", args.baseline_yaml, before)] if args.baseline_yaml else []
         phases.append(("configured", ROOT / "dagster.yaml", dict(s.split("=", 1) for s in args.set)))
         out["phases"] = {}
         for name, yaml, settings in phases:

@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -69,6 +70,7 @@ def main() -> None:
     from embeddings_pipeline.store.server import start_embedded, stop_embedded
 
     os.environ["EMBEDDINGS_DATABASE_URL"] = start_embedded(home)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the services and the database
     try:
         print(json.dumps(run(args), indent=2))
     finally:
@@ -116,8 +118,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         baseline = serving(args.baseline_src) if args.baseline_src else contextlib.nullcontext()
         with serving() as url, baseline as base:
             urls = {"service": url, **({"baseline": base} if base else {})}
-            out["modes"] = {mode: {t: measure(args, urls, tokens[t], conn, schema, providers[t], t, mode, queries,
-                                              wanted) for t in TENANTS} for mode in MODES}  # fmt: skip
+            out["modes"] = modes = {}
+            for mode in MODES:
+                for t in TENANTS:
+                    modes.setdefault(mode, {})[t] = measure(args, urls, tokens[t], conn, schema, providers[t], t,
+                                                            mode, queries, wanted)  # fmt: skip
+                    print(json.dumps({mode: {t: modes[mode][t]}}), file=sys.stderr, flush=True)  # progress
     return out
 
 

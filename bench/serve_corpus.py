@@ -5,9 +5,9 @@ cores).
 1. Base documents: the SciFact documents relevant to the bench's queries first, then the corpus in order, up to
    `base_docs`; every tenth goes to the small tenant, the rest to the large one. The pipeline's own steps parse and
    chunk them (`pipeline.steps.build_blocks`, `build_chunks`) and the real model embeds their chunks.
-2. Variants: each base document is copied `(target / base chunks) - 1` times as `<doc_id>~<j>`, its sentences
-   rotated by j and one of them dropped, so the words (and BM25's statistics) stay SciFact's and no two texts are
-   the same. The steps parse and chunk them too.
+2. Variants: each base document is copied as `<doc_id>~<j>` as many times as its tenant's size needs (in up to four
+   rounds), its sentences rotated by j and one of them dropped, so the words (and BM25's statistics) stay
+   SciFact's and no two texts are the same. The steps parse and chunk them too.
 3. Vectors: a base chunk gets its real vector; a variant's chunk gets the real vector of its base document's chunk
    at the same position plus Gaussian noise (cosine ~0.9 to it), normalized. `pipeline.steps.build_embeddings` with
    a provider that answers from that table (the real model's identity and spec) then writes every vector, moves
@@ -100,6 +100,13 @@ def _chunks(conn: Any, schema: str, tenant: str) -> list[tuple[str, int, str]]:
     ).fetchall()
 
 
+def _count(conn: Any, schema: str, tenant: str) -> int:
+    from embeddings_pipeline.store.db import table
+
+    query = sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s").format(table(schema, "chunks"))
+    return int(conn.execute(query, (tenant,)).fetchone()[0])
+
+
 def build(conn: Any, schema: str, real: Any, docs: list[Any], sizes: dict[str, int], seed: int = 0) -> dict[str, Any]:
     """Write the two tenants (`sizes`: tenant -> vectors wanted) and return what was written."""
     from embeddings_pipeline.pipeline import model_change, steps
@@ -134,14 +141,21 @@ def build(conn: Any, schema: str, real: Any, docs: list[Any], sizes: dict[str, i
     out["real_vectors"] = len(real_vectors)
     rng = np.random.default_rng(seed)
     for tenant, base in split.items():
-        copies = max(0, math.ceil(sizes[tenant] / max(1, len(base_chunks[tenant]))) - 1)
-        variants = [replace(d, doc_id=f"{d.doc_id}~{j}", body=vary(d.body, j)) for j in range(1, copies + 1)
-                    for d in base]  # fmt: skip
-        t0 = time.perf_counter()
-        for start in range(0, len(variants), 5000):
-            upsert_documents(conn, schema, tenant, variants[start : start + 5000])
-        timed("ingest", t0)
-        parse_and_chunk(tenant)
+        copies, count = 0, len(base_chunks[tenant])
+        per_copy = float(count)  # chunks one more copy of every base document adds (a variant drops a sentence)
+        for _ in range(4):  # rounds until the tenant has its size
+            more = math.ceil(max(0, sizes[tenant] - count) / max(per_copy, 1.0))
+            if more == 0:
+                break
+            variants = [replace(d, doc_id=f"{d.doc_id}~{j}", body=vary(d.body, j))
+                        for j in range(copies + 1, copies + more + 1) for d in base]  # fmt: skip
+            t0 = time.perf_counter()
+            for start in range(0, len(variants), 5000):
+                upsert_documents(conn, schema, tenant, variants[start : start + 5000])
+            timed("ingest", t0)
+            parse_and_chunk(tenant)
+            added = _count(conn, schema, tenant) - count
+            copies, count, per_copy = copies + more, count + added, added / more
         t0 = time.perf_counter()
         by_position: dict[str, list[np.ndarray]] = {}
         for doc_id, _, text in base_chunks[tenant]:
@@ -160,6 +174,7 @@ def build(conn: Any, schema: str, real: Any, docs: list[Any], sizes: dict[str, i
         provider = TableProvider(real, table)
         steps.build_embeddings(scope, model_change.plan(scope, target=provider), "bench-serve-synthetic")
         timed("fill_and_index", t0)
-        out[tenant] = {"documents": len(base) * (copies + 1), "base_documents": len(base), "chunks": len(rows)}
+        out[tenant] = {"documents": len(base) * (copies + 1), "base_documents": len(base), "chunks": len(rows),
+                       "copies": copies}  # fmt: skip
     out["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
     return out
