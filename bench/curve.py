@@ -18,7 +18,8 @@ ratio against a baseline of the same run:
   p50/p95 over 30 queries, and dense recall@10 against an exact scan (index scans off) of the same tenant.
 
 `--shard-tenant N`: one tenant of N chunks filled (`steps.fill`, after blocks and chunks) with 1 process, then an
-identical tenant with 2 (`processes=2`), the stand-in serving from a process of its own: time(1) / time(2).
+identical tenant with 2 (`processes=2`), the stand-in serving from a process of its own: time(1) / time(2), for the
+stand-in as it is (CPU-bound on the same 2 cores) and for the stand-in taking 1 ms per text (a remote model).
 """
 
 from __future__ import annotations
@@ -182,36 +183,49 @@ def _search(conn, schema: str, tenant: str, name: str, size: int) -> dict[str, o
 
 
 def shard_tenant(chunks: int) -> dict[str, object]:
-    """One tenant filled by 1 process, an identical one by 2; the stand-in in a process of its own."""
-    schema = f"shards_{uuid.uuid4().hex[:8]}"
-    _env(schema)
+    """One tenant filled by 1 process, an identical one by 2, for two providers served from a process of their
+    own: the stand-in as it is (its CPU is this machine's: the 2 cores are shared by it, the workers and
+    PostgreSQL) and the stand-in taking 1 ms per text (a remote model: the time is the provider's, not ours)."""
+    out: dict[str, object] = {"shard_tenant_chunks": chunks}
+    for label, delay in (("cpu_bound", 0.0), ("remote_1ms", 0.001)):
+        schema = f"shards_{uuid.uuid4().hex[:8]}"
+        _env(schema)
+        out.update({f"{label}_{k}": v for k, v in _one_vs_two(schema, chunks, delay).items()})
+    return out
+
+
+def _one_vs_two(schema: str, chunks: int, delay: float) -> dict[str, object]:
     from embeddings_pipeline.pipeline import model_change, steps
     from embeddings_pipeline.store.scope import Scope
     from embeddings_pipeline.store.session import Database
 
-    server = subprocess.Popen([sys.executable, __file__, "--serve-standin"], stdout=subprocess.PIPE, text=True)
+    serve = [sys.executable, __file__, "--serve-standin", str(delay)]
+    server = subprocess.Popen(serve, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     os.environ["OLLAMA_HOST"] = server.stdout.readline().strip()
     os.environ["EMBEDDINGS_SHARD_MIN_CHUNKS"] = "1000"
     store = Database()
-    out: dict[str, object] = {"shard_tenant_chunks": chunks}
+    out: dict[str, object] = {}
     try:
         with store.connect() as conn:
             provider = model_change.default_loader()
-            for processes in (1, 2):
-                tenant = f"big-{processes}"
+            best = {1: float("inf"), 2: float("inf")}
+            for attempt, processes in enumerate((1, 2, 1, 2)):  # interleaved, best of 2: the machine is shared
+                tenant = f"big-{attempt}"
                 _ingest(conn, schema, tenant, 0, chunks)  # the same documents: nothing reusable across tenants
                 scope = Scope(conn, schema, tenant)
                 steps.build_blocks(scope)
                 plan = model_change.plan(scope, target=provider)
                 steps.build_chunks(scope, plan)
                 t0 = time.perf_counter()
-                report = steps.fill(scope, provider, plan.chunk_set, f"run-{processes}", processes=processes,
+                report = steps.fill(scope, provider, plan.chunk_set, f"run-{attempt}", processes=processes,
                                     database_url=store.url())  # fmt: skip
-                out[f"fill_{processes}_process_s"] = round(time.perf_counter() - t0, 1)
+                best[processes] = min(best[processes], time.perf_counter() - t0)
                 assert report.failed == 0 and report.embedded == report.chunks
-                out[f"fill_{processes}_process_texts_per_s"] = round(report.chunks / out[f"fill_{processes}_process_s"])
-        out["two_over_one_process_speedup"] = round(out["fill_1_process_s"] / out["fill_2_process_s"], 2)
+        for processes, took in best.items():
+            out[f"fill_{processes}_process_s"] = round(took, 1)
+            out[f"fill_{processes}_process_texts_per_s"] = round(chunks / took)
+        out["speedup_2_over_1"] = round(best[1] / best[2], 2)
     finally:
         server.kill()
         with psycopg.connect(store.url(), autocommit=True) as c:
@@ -219,10 +233,12 @@ def shard_tenant(chunks: int) -> dict[str, object]:
     return out
 
 
-def _serve_standin() -> None:
+def _serve_standin(delay: float) -> None:
     from embeddings_pipeline_tests.standin_server import StandinServer
 
     with StandinServer(dims=384, embed_fn=clustered) as srv:
+        srv.faults.delay_per_input = delay
+        srv.faults.paths = ("/api/embed",)
         print(srv.url, flush=True)
         while True:
             time.sleep(3600)
@@ -233,11 +249,11 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,30000,90000")
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--shard-tenant", type=int, default=0)
-    ap.add_argument("--serve-standin", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-standin", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if args.serve_standin:
-        _serve_standin()
+    if args.serve_standin is not None:
+        _serve_standin(args.serve_standin)
         return
     if args.size:
         print(json.dumps(one_size(args.size)))
