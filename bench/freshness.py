@@ -1,18 +1,13 @@
 """Freshness: seconds from a new document row to its text being searchable, with nobody pressing a button.
 
-Everything runs as deployed, on this machine: the embedded PostgreSQL under a temporary EMBEDDINGS_HOME,
-`embeddings-pipeline serve` (the bundled model, loaded once), and `embeddings-pipeline dev` (dagster dev: webserver
-and daemon, DAGSTER_HOME set up as the `dev` command sets it up). The measured tenant embeds through the service:
-`tenants set fresh --model openai:all-MiniLM-L6-v2?max_tokens=256 --key-env FRESH_SERVICE_TOKEN`, with
-OPENAI_BASE_URL at the service's /v1 and a token of another tenant (whose model is the local one) in that variable,
-so no run loads a model.
+As deployed, on this machine: the embedded PostgreSQL under a temporary EMBEDDINGS_HOME, `embeddings-pipeline serve`
+(the bundled model, loaded once) and `embeddings-pipeline dev` (dagster dev, DAGSTER_HOME set up as `dev` does).
+The tenant embeds through the service (`tenants set fresh --model openai:all-MiniLM-L6-v2?max_tokens=256 --key-env
+FRESH_SERVICE_TOKEN`, OPENAI_BASE_URL at its /v1, a token of a tenant with the local model), so no run loads a model.
 
-Each try writes one new document row and polls `/v1/search` (dense: the row's own text is its nearest neighbour once
-its vector is written; text: once its chunks are) every 0.2 s. From the Dagster instance and the run's events, the
-seconds are split into: the new-content sensor's tick that saw the row, the automation tick that requested the run,
-the run's wait in the queue (dequeue and launch), the run worker's start, each step, the embedding calls inside
-the embeddings step, and the last poll.
-
+Each try writes one row and polls `/v1/search` every 0.2 s (dense: the row's own text is its nearest neighbour once
+its vector is written; text: once its chunks are). The instance and the run's events split the seconds into the
+new-content sensor's tick, the automation's tick, queue and launch, worker start, each step and the embedding calls.
 Phases, each with a fresh `dagster dev` and DAGSTER_HOME on the same database and service:
 - `--baseline-yaml PATH` (optional, first): that instance file, the sensors' default interval (15 s) and a
   process per step (EMBEDDINGS_RUN_EXECUTOR=multiprocess), as before `defs/executor.py`;
@@ -24,6 +19,7 @@ Phases, each with a fresh `dagster dev` and DAGSTER_HOME on the same database an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -60,11 +56,9 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise SystemExit(f"{proc.args[:3]} exited with {proc.returncode}")
-        try:
+        with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=2).status_code == 200:
                 return
-        except httpx.HTTPError:
-            pass
         time.sleep(0.25)
     raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
@@ -77,7 +71,6 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def main() -> None:
@@ -253,8 +246,13 @@ def breakdown(dagster_home: Path, tenant: str, written: float, found: float) -> 
             "sensor_tick_s": round(sensed.timestamp - written, 2),  # waiting for the tick (interval, lag)
             "sensor_tick_run_s": round((sensed.end_timestamp or sensed.timestamp) - sensed.timestamp, 2),
         }
+        sensed_end = sensed.end_timestamp or sensed.timestamp
+        between = [t for t in _ticks(instance, "embeddings_automation", sensed.timestamp) if requested is None or
+                   t.timestamp <= requested.timestamp]  # fmt: skip
+        out["automation_ticks"] = [[round(t.timestamp - written, 1), round((t.end_timestamp or t.timestamp)
+                                    - t.timestamp, 1), t.status.value] for t in between]  # fmt: skip
         if requested is not None:
-            out["automation_tick_s"] = round(requested.timestamp - (sensed.end_timestamp or sensed.timestamp), 2)
+            out["automation_tick_s"] = round(requested.timestamp - sensed_end, 2)
             out["automation_tick_run_s"] = round(created - requested.timestamp, 2)
         out["queued_to_started_s"] = round((run.start_time or created) - created, 2)  # dequeue, launch, worker start
         steps: dict[str, float] = {}
@@ -288,17 +286,13 @@ def summarize(tries: list[dict]) -> dict[str, object]:
         values = [t[key] for t in tries if isinstance(t.get(key), (int, float))]
         return round(statistics.median(values), 2) if values else None
 
-    keys = ("searchable_s", "text_searchable_s", "sensor_tick_s", "sensor_tick_run_s", "automation_tick_s",
-            "automation_tick_run_s", "queued_to_started_s", "worker_start_to_first_step_s", "step_gaps_s",
-            "embed_calls_s", "materialized_to_found_s", "run_s")  # fmt: skip
+    keys = dict.fromkeys(k for t in tries for k, v in t.items() if isinstance(v, (int, float)))
     steps: dict[str, list[float]] = {}
     for t in tries:
         for step, seconds in t.get("steps_s", {}).items():
             steps.setdefault(step, []).append(seconds)
-    return {
-        "p50": {k: p50(k) for k in keys},
-        "p50_steps_s": {s: round(statistics.median(v), 2) for s, v in steps.items()},
-    }
+    return {"p50": {k: p50(k) for k in keys},
+            "p50_steps_s": {s: round(statistics.median(v), 2) for s, v in steps.items()}}  # fmt: skip
 
 
 if __name__ == "__main__":
