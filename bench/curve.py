@@ -266,6 +266,7 @@ def main() -> None:
         if done.returncode != 0:
             raise SystemExit(f"size {size} failed:\n{done.stderr[-3000:]}")
         results[str(size)] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"# {size}: {json.dumps(results[str(size)])}", file=sys.stderr, flush=True)  # as each size ends
     if args.json:
         print(json.dumps(results))
         return
