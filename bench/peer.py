@@ -174,23 +174,32 @@ def medians(rounds: list[dict[str, dict[str, object]]]) -> dict[str, dict[str, f
 
 
 class Rusage:
-    """CPU seconds and peak RSS of the next child process reaped (os.wait4)."""
+    """Wall and CPU seconds and peak RSS of one child process.
 
-    @staticmethod
-    def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[dict[str, float], str]:
+    The peak RSS is GNU time's `%M` when /usr/bin/time exists: Linux records a process's peak RSS across exec, so a
+    child forked straight from this (larger) process would report at least this process's own peak."""
+
+    TIME = Path("/usr/bin/time")
+
+    @classmethod
+    def run(cls, cmd: list[str], env: dict[str, str] | None = None) -> tuple[dict[str, float], str]:
         t0 = time.perf_counter()
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
-            _, status, usage = os.wait4(proc.pid, 0)
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+                tempfile.NamedTemporaryFile("r") as peak:  # fmt: skip
+            wrapped = [str(cls.TIME), "-f", "%M", "-o", peak.name, *cmd] if cls.TIME.exists() else cmd
+            proc = subprocess.Popen(wrapped, env=env, stdout=out, stderr=err, text=True)
+            _, status, usage = os.wait4(proc.pid, 0)  # CPU: the child's and its reaped children's
             proc.returncode = os.waitstatus_to_exitcode(status)
             wall = time.perf_counter() - t0
             out.seek(0)
             err.seek(0)
             stdout, stderr = out.read(), err.read()
+            measured = peak.read().split()
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}):\n{stderr[-3000:]}")
+        peak_kb = int(measured[-1]) if measured and measured[-1].isdigit() else usage.ru_maxrss
         return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-                "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}, stdout  # fmt: skip
+                "peak_rss_mb": round(peak_kb / 1024, 1)}, stdout  # fmt: skip
 
 
 def cpu_seconds_of(pid: int) -> float:
