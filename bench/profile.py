@@ -17,8 +17,10 @@ PostgreSQL. Microseconds per chunk for:
 - index: the partition of its own and the HNSW build when the tenant first searches with the model;
 - provider: the stand-in's time (subtracted above; its own cost, not the pipeline's).
 
-Before/after in one run: `chunk` is also measured with the chunker as it was before this profile (each block
-tokenized twice when it fits) against the current one, over the same blocks.
+Before/after in one run, interleaved, best of 3: `chunk` with the chunker as it was before this profile (each
+block tokenized twice, one call per block) against the current one (once, one batched call per document), over
+the same blocks; and the pending chunks read whole and sorted in Python (before) against streamed shortest first
+through a server-side cursor (after: memory of one batch).
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def main() -> None:
                 for module, names in (
                     (parsing, ("changed_documents", "replace_blocks")),
                     (content, ("documents_to_chunk", "blocks_of", "replace_chunks")),
-                    (vectors, ("reuse_by_hash", "pending_chunks", "write_vectors", "coverage")),
+                    (vectors, ("reuse_by_hash", "write_vectors", "coverage")),
                 ):
                     for name in names:
                         sql_s[name] = 0.0
@@ -142,6 +144,15 @@ def main() -> None:
                 assert chunks_report.chunks_written == n, (chunks_report.chunks_written, n)
                 tsv_s = _tsvector_alone(conn, schema, tenant)
 
+                vt = vector_tables.register_model(conn, schema, provider.identity, provider.spec)
+                read_all_s = read_batches_s = float("inf")
+                for _ in range(3):  # the pending chunks read whole and sorted (before) or streamed (after)
+                    _, took = timed(lambda: sorted(vectors.pending_chunks(conn, schema, vt, tenant, chunk_set),
+                                                   key=lambda c: len(c.text)))  # fmt: skip
+                    read_all_s = min(read_all_s, took)
+                    _, took = timed(lambda: sum(len(b) for b in vectors.pending_batches(conn, schema, vt, tenant,
+                                                                                       chunk_set)))  # fmt: skip
+                    read_batches_s = min(read_batches_s, took)
                 index_s = {"promote": 0.0, "hnsw": 0.0}
                 _time_into(vector_tables, "promote_large", index_s, "promote")
                 _time_into(vector_tables, "ensure_search_index", index_s, "hnsw")
@@ -166,6 +177,8 @@ def main() -> None:
                     "chunks_sql_us_per_chunk": round((chunks_s - chunk_s) * us, 1),
                     "  to_tsvector_alone_us_per_chunk": round(tsv_s * us, 1),
                     "vectors_sql_us_per_chunk": round(vectors_sql_s * us, 1),
+                    "  pending_read_whole_us_per_chunk": round(read_all_s * us, 1),
+                    "  pending_read_streamed_us_per_chunk": round(read_batches_s * us, 1),
                     "index_us_per_chunk": round((index_s["promote"] + index_s["hnsw"]) * us, 1),
                     "  of_which_hnsw_us_per_chunk": round(index_s["hnsw"] * us, 1),
                     "provider_us_per_chunk": round(provider_s * us, 1),
