@@ -11,7 +11,7 @@ ratio against a baseline of the same run:
 
 - pipeline/provider: the stand-in alone over the very chunk texts (batches of 256) against every tenant
   through Dagster (blocks -> chunks -> embeddings, one run each);
-- no-op/full: `backfill`'s check over every tenant with nothing changed (no run is started: `has_work`), and
+- no-op/full: `backfill`'s check over every tenant with nothing changed (no run is started: `work_left`), and
   every tenant forced through a Dagster run again, against the full run;
 - peak RSS of the process after the full run (ru_maxrss; the bench's own provider-alone pass comes after);
 - search per size class (the smallest tenant with 100+ chunks, the median tenant, the largest): dense and hybrid
@@ -91,7 +91,7 @@ def one_size(total: int) -> dict[str, object]:
 
     from embeddings_pipeline.cli.runner import materialize_tenants
     from embeddings_pipeline.pipeline import model_change
-    from embeddings_pipeline.pipeline.backfill import has_work
+    from embeddings_pipeline.pipeline.backfill import work_left
     from embeddings_pipeline.store.scope import Scope
     from embeddings_pipeline.store.session import Database
 
@@ -124,7 +124,7 @@ def one_size(total: int) -> dict[str, object]:
                 alone_s += time.perf_counter() - t0
         with store.connect() as conn:
             t0 = time.perf_counter()
-            busy = [t for t in tenants if has_work(Scope(conn, schema, t), provider)]
+            busy = [t for t in tenants if work_left(Scope(conn, schema, t), provider) is not None]
             noop_plan_s = time.perf_counter() - t0
         assert not busy, busy[:3]
         t0 = time.perf_counter()

@@ -109,3 +109,22 @@ def test_an_openai_model_can_count_tokens_with_a_local_tokenizer(provider):
     assert chunk_set_for(remote) == chunk_set_for(provider)
     plain = load_provider("openai:all-MiniLM-L6-v2?dimensions=384&max_tokens=256")
     assert plain.tokenizer.count(text) == len(text.split())  # the approximate whitespace count, as before
+
+
+def test_materialize_all_runs_only_the_tenants_with_work(cli, tmp_path):
+    """`materialize --all` over many tenants, most idle, starts a run only for those a run would change."""
+    folder = _folder(tmp_path / "notes")
+    for tenant in ("acme", "globex"):
+        assert cli("ingest", str(folder), "--tenant", tenant).exit_code == 0
+    runs = _runs()
+    first = cli("materialize", "--all")
+    assert first.exit_code == 0, first.output
+    assert _runs() == runs + 2  # both were new
+    (folder / "dock.md").write_text("# Dock\n\nThe loading dock now opens at seven.\n")
+    assert cli("ingest", str(folder), "--tenant", "globex").exit_code == 0
+    second = cli("materialize", "--all")
+    assert second.exit_code == 0, second.output
+    assert "1 of 2 tenants up to date: no run for them" in second.output
+    assert _runs() == runs + 3 and local_instance().get_runs(limit=1)[0].tags["dagster/partition"] == "globex"
+    third = cli("materialize", "--all")
+    assert "2 of 2 tenants up to date" in third.output and _runs() == runs + 3

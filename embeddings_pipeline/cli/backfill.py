@@ -40,7 +40,7 @@ def backfill(
         return
     tags = {**({MODEL_TAG: model_key} if model_key else {}), **({COMMIT_TAG: str(batch_size)} if batch_size else {}),
             **({PROCESSES_TAG: str(processes)} if processes else {})}  # fmt: skip
-    todo = _with_work(tenants, model_key)
+    todo = tenants_with_work(tenants, model_key)
     if len(todo) < len(tenants):
         click.echo(f"{len(tenants) - len(todo)} of {len(tenants)} tenants up to date: no run for them")
     runs = materialize_with_progress(todo, tags=tags) if todo else []
@@ -50,9 +50,9 @@ def backfill(
                                    + "; ".join(f"{r.tenant}: {r.error}" for r in failed))  # fmt: skip
 
 
-def _with_work(tenants: list[str], model_key: str | None) -> list[str]:
-    """The tenants a run would change anything for (`pipeline.backfill.has_work`), in order."""
-    from ..pipeline.backfill import has_work
+def tenants_with_work(tenants: list[str], model_key: str | None) -> list[str]:
+    """The tenants a run would change anything for (`pipeline.backfill.work_left`), in order."""
+    from ..pipeline.backfill import work_left
     from ..pipeline.model_change import embedding_provider
     from ..providers import ProviderError
     from ..store.scope import Scope
@@ -63,7 +63,7 @@ def _with_work(tenants: list[str], model_key: str | None) -> list[str]:
             scope = Scope(conn, schema, tenant)
             try:
                 provider = embedding_provider(scope, model_key=model_key)
-                if not has_work(scope, provider):
+                if work_left(scope, provider) is None:
                     continue
             except ProviderError:
                 pass  # the run says what is wrong with the tenant's model

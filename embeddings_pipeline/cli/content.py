@@ -117,7 +117,7 @@ def materialize(tenants: list[str], all_tenants: bool) -> None:
     """Run blocks -> chunks -> embeddings for tenant partitions through Dagster (runs show in the UI).
 
     Only what changed is redone: new or edited documents are re-chunked, unchanged chunks keep their vectors,
-    deleted documents lose their blocks, chunks and vectors.
+    deleted documents lose their blocks, chunks and vectors. With --all, tenants already up to date get no run.
 
     \b
     Examples:
@@ -126,7 +126,14 @@ def materialize(tenants: list[str], all_tenants: bool) -> None:
       embeddings-pipeline materialize --all
     """
     if all_tenants:
-        tenants = tenants_with_documents()
+        from .backfill import tenants_with_work
+
+        everyone = tenants_with_documents()
+        tenants = tenants_with_work(everyone, None)
+        if len(tenants) < len(everyone):
+            click.echo(f"{len(everyone) - len(tenants)} of {len(everyone)} tenants up to date: no run for them")
+        if not tenants:
+            return
     if not tenants:
         raise click.UsageError("name tenants with --tenant or use --all")
     runs = materialize_with_progress(tenants)

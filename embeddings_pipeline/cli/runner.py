@@ -219,14 +219,14 @@ def left_to_do(conn: psycopg.Connection, schema: str, tenant: str, report: Inges
     `ingest --materialize` launches none: no Dagster import, no run)."""
     if report.inserted or report.updated or report.deleted:
         return "documents changed"
-    from ..pipeline.ingest import stale_reason
+    from ..pipeline.backfill import work_left
     from ..pipeline.model_change import embedding_provider
     from ..providers import ProviderError
     from ..store.scope import Scope
 
     scope = Scope(conn, schema, tenant)
     try:
-        return stale_reason(scope, embedding_provider(scope))
+        return work_left(scope, embedding_provider(scope))
     except ProviderError as exc:  # the run meets it again and reports it
         return f"model unavailable ({exc})"
 

@@ -74,19 +74,24 @@ def plan_tenant(scope: Scope, provider: EmbeddingProvider) -> tuple[TenantPlan, 
     return plan, texts[:SAMPLE]
 
 
-def has_work(scope: Scope, provider: EmbeddingProvider) -> bool:
-    """Whether a run of the tenant for `provider` would change anything: documents to parse, chunk or forget,
-    chunks without a current vector, or the model (and its chunk set) not yet the one the tenant searches with.
-    A few indexed counts, no run: a backfill over every tenant costs nothing for those already up to date. Any
-    doubt (a damaged table the query cannot read) counts as work: the run repairs it."""
+def work_left(scope: Scope, provider: EmbeddingProvider) -> str | None:
+    """Why a run of the tenant for `provider` would change anything, or None when it would change nothing:
+    documents to parse, chunk or forget, chunks without a current vector, or the model (and its chunk set) not yet
+    the one the tenant searches with. A few indexed counts and no run, so `backfill`, `materialize --all` and
+    `ingest --materialize` start no Dagster run for a tenant already up to date. Any doubt (a damaged table the
+    query cannot read) counts as work: the run repairs it."""
     identity = provider.identity
     try:
         chunk_set = target_chunk_set(scope, provider)
         settings = tenant_settings(*scope)
         if (settings.active_model_key, settings.active_chunk_set) != (identity.model_key, chunk_set):
-            return True
-        if backlog.documents_not_chunked(*scope, chunk_set) or backlog.documents_removed(*scope):
-            return True
-        return backlog.pending_vectors(*scope, identity.vector_table, chunk_set) > 0
-    except psycopg.Error:
-        return True
+            return "its model or chunk set is not the active one yet"
+        if backlog.documents_not_chunked(*scope, chunk_set):
+            return "documents changed since they were chunked"
+        if backlog.documents_removed(*scope):
+            return "removed documents still have chunks"
+        if backlog.pending_vectors(*scope, identity.vector_table, chunk_set):
+            return "chunks without a current vector"
+        return None
+    except psycopg.Error as exc:
+        return f"its tables could not be read ({type(exc).__name__}): a run repairs them"

@@ -16,8 +16,6 @@ from ..text.blocks import sanitize
 if TYPE_CHECKING:
     import psycopg
 
-    from ..providers import EmbeddingProvider
-    from ..store.scope import Scope
 
 MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdx"}
 TEXT_SUFFIXES = {".txt", ".text", ".rst"}
@@ -216,48 +214,3 @@ def _stored_as_read(conn: psycopg.Connection, schema: str, tenant_id: str, docs:
 
 def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-# --- after an ingest: is anything left for a run to do? ------------------------------------------------------------
-
-
-def stale_reason(scope: Scope, provider: EmbeddingProvider) -> str | None:
-    """Why a run of the tenant would change something, or None when it would change nothing: every live document
-    is parsed at its current version and chunked into the chunk set `provider` reads, no removed document still has
-    blocks, that set is the tenant's active one with `provider` its active model, and every chunk of it has a current
-    vector. Read-only, a few indexed queries: what lets `ingest --materialize` skip a Dagster run that would embed,
-    delete and switch nothing (the run's checks would find what the last run's found)."""
-    from psycopg import sql
-
-    from ..store.backlog import documents_not_chunked
-    from ..store.db import source_relation, table
-    from ..store.models import vector_table_of
-    from ..store.tenants import tenant_settings
-    from ..store.vectors import pending_count
-    from .model_change import target_chunk_set
-
-    conn, schema, tenant = scope
-    model_key, chunk_set = provider.identity.model_key, target_chunk_set(scope, provider)
-    settings = tenant_settings(*scope)
-    if (settings.active_model_key, settings.active_chunk_set) != (model_key, chunk_set):
-        return "its model or chunk set is not the active one yet"
-    if documents_not_chunked(conn, schema, tenant, chunk_set):
-        return "documents changed since they were chunked"
-    removed = conn.execute(
-        sql.SQL(
-            """
-            SELECT 1 FROM {parsed} p
-             WHERE p.tenant_id = %(t)s AND NOT EXISTS (
-                   SELECT 1 FROM {docs} d WHERE d.tenant_id = p.tenant_id AND d.doc_id = p.doc_id
-                      AND d.deleted_at IS NULL)
-             LIMIT 1
-            """
-        ).format(parsed=table(schema, "parsed_documents"), docs=source_relation(schema)),
-        {"t": tenant},
-    ).fetchone()
-    if removed:
-        return "removed documents still have chunks"
-    vt = vector_table_of(conn, schema, model_key)
-    if vt is None or pending_count(conn, schema, vt, tenant, chunk_set):
-        return "chunks without a current vector"
-    return None
