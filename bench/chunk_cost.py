@@ -1,6 +1,6 @@
 """The pipeline's own cost per chunk, stage by stage, with the model's time taken out.
 
-    .venv/bin/python bench/profile.py [--docs 1500] [--paragraphs 10] [--tokenizer whitespace|minilm] [--json]
+    .venv/bin/python bench/chunk_cost.py [--docs 1500] [--paragraphs 10] [--tokenizer whitespace|minilm] [--json]
 
 One tenant of `docs` documents (a heading and `paragraphs` paragraphs each, a long-tail vocabulary), embedded by
 the stand-in Ollama server (embeddings_pipeline_tests/standin_server.py), in a fresh schema of the embedded
