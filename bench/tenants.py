@@ -5,9 +5,12 @@ set the scene are written fast there; the evaluation reads them through the same
 For each N: N tenants with one document each; the first sensor tick (every tenant new), then the state the daemon
 leaves (partitions added, every tenant materialized), then a steady tick where 10 tenants changed and the
 automation's evaluation of that tick (which must request exactly those 10). Times in seconds; the ratio
-`steady_over_idle_tick` compares a tick with changes to the tick with none in the same run.
+`steady_over_idle_tick` compares a tick with changes to the tick with none in the same run. With
+--materialize-all, every tenant is then brought up to date (the stand-in Ollama server embeds) and
+`materialize --all`'s check (no run for a tenant already up to date) is timed against one no-op Dagster run per
+tenant, what it did before.
 
-    .venv/bin/python bench/tenants.py [--sizes 1000 10000]
+    .venv/bin/python bench/tenants.py [--sizes 1000 10000] [--materialize-all]
 """
 
 from __future__ import annotations
@@ -28,9 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--materialize-all", action="store_true",
+                        help="also `materialize --all` with every tenant up to date (the stand-in embeds)")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("EMBEDDINGS_HOME", tempfile.mkdtemp(prefix="bench-tenants-"))
     os.environ["EMBEDDINGS_SENSOR_LAG_SECONDS"] = "0"
+    if args.materialize_all:
+        from embeddings_pipeline_tests.standin_server import StandinServer
+
+        with StandinServer(dims=384) as server:
+            os.environ.update({"EMBEDDINGS_MODEL": "ollama:nomic-embed-text", "OLLAMA_HOST": server.url})
+            print(json.dumps([measure(n) for n in args.sizes], indent=2))
+        return
     print(json.dumps([measure(n) for n in args.sizes], indent=2))
 
 
@@ -95,10 +107,50 @@ def measure(n: int) -> dict[str, object]:
             assert requested == set(changed), sorted(requested)[:5]
             out |= {"first_tick_s": round(float(out["first_tick_s"]), 3), "idle_tick_s": round(idle_s, 4),
                     "steady_tick_s": round(steady_s, 4), "steady_over_idle_tick": round(steady_s / idle_s, 2)}
+            if os.environ.get("OLLAMA_HOST"):
+                out |= materialize_all_noop(conn, schema, tenants)
         finally:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
     print(json.dumps(out), file=sys.stderr)
     return out
+
+
+def materialize_all_noop(conn, schema: str, tenants: list[str]) -> dict[str, object]:
+    """`materialize --all` with every tenant up to date: its check over all tenants (`work_left`, no run) against
+    what it did before, one no-op Dagster run per tenant (one such run timed here, times the tenants)."""
+    import dagster as dg
+
+    from embeddings_pipeline.cli.backfill import tenants_with_work
+    from embeddings_pipeline.cli.runner import materialize_tenants
+    from embeddings_pipeline.pipeline import model_change, steps
+    from embeddings_pipeline.store.scope import Scope
+
+    provider = model_change.default_loader()
+    t0 = time.perf_counter()
+    for tenant in tenants:  # bring every tenant up to date without Dagster
+        scope = Scope(conn, schema, tenant)
+        steps.build_blocks(scope)
+        plan = model_change.plan(scope, target=provider)
+        steps.build_chunks(scope, plan)
+        steps.build_embeddings(scope, plan, "bench")
+    setup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    busy = tenants_with_work(tenants, None)
+    check_s = time.perf_counter() - t0
+    assert busy == [], busy[:5]
+    instance = dg.DagsterInstance.ephemeral()
+    materialize_tenants(tenants[:1], instance=instance)  # warm: definitions loaded once per process
+    t0 = time.perf_counter()
+    assert all(r.success for r in materialize_tenants(tenants[1:2], instance=instance))
+    run_s = time.perf_counter() - t0
+    return {
+        "up_to_date_setup_s": round(setup_s, 1),
+        "materialize_all_check_s": round(check_s, 2),
+        "materialize_all_check_ms_per_tenant": round(1000 * check_s / len(tenants), 2),
+        "noop_run_s": round(run_s, 2),
+        "materialize_all_before_s_estimated": round(run_s * len(tenants), 1),
+        "before_over_now": round(run_s * len(tenants) / check_s, 1),
+    }
 
 
 if __name__ == "__main__":
