@@ -61,3 +61,44 @@ def test_hybrid_fuses_dense_and_text(tenants, conn, schema, provider):
     assert {h.chunk_id for h in hybrid} == {h.chunk_id for h in dense} | {h.chunk_id for h in text}
     with pytest.raises(ValueError, match="mode"):
         search_mode(conn, schema, provider, "acme", "x", 3, "sparse")
+
+
+def test_pruned_bm25_pass_gives_the_full_ranking(conn, schema, monkeypatch):
+    """The first pass scores only the chunks holding the rarest terms; whether it proves its top k (MaxScore bound)
+    or falls back to scoring every match, the hits and scores are those of scoring every match."""
+    from embeddings_pipeline.search import text as text_search
+
+    from .helpers import seed
+
+    common = "the pump station logs pressure and the crew checks the valve"
+    docs = {f"log{i}.txt": f"{common} on day {i}." + (" Cavitation damaged impeller XJ-9000." if i % 7 == 0 else "")
+            for i in range(60)}  # fmt: skip
+    seed(conn, schema, "logs", docs, fmt="text")
+    from embeddings_pipeline.pipeline import steps
+    from embeddings_pipeline.pipeline.model_change import default_loader, plan
+    from embeddings_pipeline.store.scope import Scope
+
+    scope = Scope(conn, schema, "logs")
+    steps.build_blocks(scope)
+    steps.build_chunks(scope, plan(scope, target=default_loader()))
+    executes: list[int] = []
+    real = conn.execute
+
+    def counted(*args, **kwargs):
+        executes.append(1)
+        return real(*args, **kwargs)
+
+    for query in ("cavitation impeller pump", "pump pressure crew valve", "day 14 impeller", "station"):
+        monkeypatch.setattr(text_search, "PRUNED_POSTINGS", 10**9)
+        full = search_text(conn, schema, "logs", query, k=5)
+        assert len(full) == 5
+        for budget in (1, 20):  # the rarest term alone (its bound fails: both passes), or both rare terms
+            monkeypatch.setattr(text_search, "PRUNED_POSTINGS", budget)
+            monkeypatch.setattr(conn, "execute", counted)
+            executes.clear()
+            pruned = search_text(conn, schema, "logs", query, k=5)
+            monkeypatch.setattr(conn, "execute", real)
+            assert [(h.chunk_id, round(h.score, 9)) for h in pruned] == [(h.chunk_id, round(h.score, 9)) for h in full]
+            if query == "cavitation impeller pump":
+                assert len(executes) == (3 if budget == 1 else 2)  # with both rare terms the first pass proves it
+                assert all("Cavitation" in h.text for h in pruned)
