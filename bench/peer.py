@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -104,7 +103,11 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, object]:
     with database.connect() as conn:
         update_tenant(conn, database.schema, SERVICE_TENANT)
         token = create_token(conn, database.schema, SERVICE_TENANT)[1]
-    with serving() as (url, service_pid):
+    from serve import serving  # bench/serve.py: `serve` on a free port until /ready
+
+    service = serving()
+    with service as url:
+        service_pid = service.proc.pid
         os.environ.update({"OPENAI_BASE_URL": f"{url}/v1", KEY_ENV: token})
         spec = f"openai:all-MiniLM-L6-v2?dimensions=384&max_tokens=256&tokenizer={model_dir}"
         rounds = []
@@ -264,42 +267,6 @@ class Ours:
             )
             n, tokens = conn.execute(q, (self.tenant,)).fetchone()
         return {"chunks": int(n), "model_tokens": int(tokens or 0)}
-
-
-class serving:
-    """`embeddings-pipeline serve` on a free port of 127.0.0.1 until /ready; yields (url, pid); stopped on exit."""
-
-    def __enter__(self) -> tuple[str, int]:
-        import httpx
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        cli = Path(sys.executable).with_name("embeddings-pipeline")
-        self.proc = subprocess.Popen([str(cli), "serve", "--port", str(port), "--log-level", "warning"],
-                                     stdout=subprocess.DEVNULL)  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"serve exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                    return url, self.proc.pid
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        raise SystemExit("serve was not ready within 180 s")
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-# --- their side -----------------------------------------------------------------------------------------------------
 
 
 class Theirs:
