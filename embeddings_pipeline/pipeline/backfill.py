@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import psycopg
 
 from ..providers.base import EmbeddingProvider
-from ..store import backlog
+from ..store import backlog, parsing
 from ..store.scope import Scope
 from ..store.tenants import tenant_settings
 from .model_change import target_chunk_set
@@ -88,7 +88,7 @@ def work_left(scope: Scope, provider: EmbeddingProvider) -> str | None:
             return "its model or chunk set is not the active one yet"
         if backlog.documents_not_chunked(*scope, chunk_set):
             return "documents changed since they were chunked"
-        if backlog.documents_removed(*scope):
+        if parsing.removed_documents(*scope):
             return "removed documents still have chunks"
         if backlog.pending_vectors(*scope, identity.vector_table, chunk_set):
             return "chunks without a current vector"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import psycopg
 from psycopg import sql
 
@@ -105,8 +107,6 @@ def search_text(
 
 
 def _idf(n: float, df: float) -> float:
-    import math
-
     return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
 

@@ -165,7 +165,4 @@ def admin_token_matches(presented: str | None, expected: str) -> bool:
     neither length nor content leaks through timing)."""
     if not presented:
         return False
-    return hmac.compare_digest(
-        hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest(),
-        hashlib.sha256(expected.encode("utf-8", "surrogatepass")).digest(),
-    )
+    return hmac.compare_digest(_digest(presented), _digest(expected))

@@ -55,22 +55,6 @@ def texts_to_embed(
     return [r[0] for r in rows]
 
 
-def documents_removed(conn: psycopg.Connection, schema: str, tenant_id: str) -> int:
-    """Parsed documents no longer live in the source: their blocks, chunks and vectors are still to go."""
-    row = conn.execute(
-        sql.SQL(
-            """
-            SELECT count(*) FROM {parsed} p
-             WHERE p.tenant_id = %s AND NOT EXISTS (
-                   SELECT 1 FROM {docs} d WHERE d.tenant_id = p.tenant_id AND d.doc_id = p.doc_id
-                      AND d.deleted_at IS NULL)
-            """
-        ).format(docs=source_relation(schema), parsed=table(schema, "parsed_documents")),
-        (tenant_id,),
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
 def pending_vectors(conn: psycopg.Connection, schema: str, tenant_id: str, vector_table: str, chunk_set: str) -> int:
     """Chunks of `chunk_set` without a current vector in `vector_table` (every chunk when it is absent)."""
     if relation_exists(conn, schema, vector_table):
