@@ -68,14 +68,30 @@ def test_an_edit_re_embeds_only_its_chunks_and_a_removed_file_loses_them(cli, tm
     assert _status(cli)["chunks"] == before["chunks"]
 
     (folder / "dock.md").unlink()
+    runs = _runs()
     removed = _sync(cli, folder)
-    assert removed["deleted"] == ["dock.md"] and removed["run"]["success"] and removed["run"]["embedded"] == 0
+    # only a removal: its blocks, chunks and vectors go at once, in the ingesting process, with no Dagster run
+    assert removed["deleted"] == ["dock.md"] and removed["run"] is None and _runs() == runs
     after = _status(cli)
-    assert after["documents"] == 2 and after["chunks"] < before["chunks"] and after["missing"] == 0
+    gone = before["chunks"] - after["chunks"]
+    blocks_gone = before["blocks"] - after["blocks"]
+    assert gone > 0 and removed["removed"] == {"documents": 1, "blocks": blocks_gone, "chunks": gone, "vectors": gone}
+    assert after["documents"] == 2 and after["vectors"] == after["chunks"] and after["missing"] == 0
     hits = json.loads(cli("search", "forklifts charge", "--tenant", "acme", "--mode", "text", "--json").stdout)
     assert [h for h in hits["hits"] if h["doc_id"] == "dock.md"] == []
-    runs = _runs()
     assert _sync(cli, folder)["run"] is None and _runs() == runs
+
+
+def test_a_removal_with_an_edit_goes_through_one_run(cli, tmp_path):
+    folder = _folder(tmp_path / "notes")
+    _sync(cli, folder)
+    (folder / "dock.md").unlink()
+    (folder / "story.txt").write_text(DOCS["story.txt"] + "\n\nThe keeper logs the storm.")
+    both = _sync(cli, folder)
+    assert both["deleted"] == ["dock.md"] and "removed" not in both
+    assert both["run"]["success"] and both["run"]["embedded"] == 1 and both["run"]["deleted"] > 0
+    after = _status(cli)
+    assert after["documents"] == 2 and after["vectors"] == after["chunks"] and after["missing"] == 0
 
 
 def test_a_vector_lost_behind_the_pipelines_back_makes_the_next_sync_run(cli, conn, schema, tmp_path):

@@ -108,3 +108,41 @@ def test_a_folder_without_documents_creates_no_tenant(cli, tmp_path):
     assert "skipped 1 file" in result.output
     assert json.loads(cli("tenants", "show", "--json").output)["tenants"] == []
     assert cli("status", "--tenant", "ghost", ok=False).exit_code == 2
+
+
+def test_removing_deleted_documents_at_once_touches_only_that_tenants_deleted_rows(conn, schema, provider):
+    """`remove_deleted` (what `ingest --materialize` does for a removal-only ingest) drops exactly the deleted
+    documents' blocks, chunks and vectors; the same doc id of another tenant (odd ids) keeps all of its rows."""
+    import dagster as dg
+
+    from embeddings_pipeline.cli.runner import materialize_tenants
+    from embeddings_pipeline.pipeline.removals import remove_deleted
+    from embeddings_pipeline.store.documents import delete_documents
+    from embeddings_pipeline.store.scope import Scope
+
+    from .helpers import chunks_of, count, seed, vector_rows
+
+    docs = {"a b.md": "# A\n\nAlbatross glide for hours.\n", "ß/é.md": "# E\n\nEiders dive for mussels.\n"}
+    tenants = ["Acme", "acme"]  # stored exactly: two tenants, not one
+    for tenant in tenants:
+        seed(conn, schema, tenant, docs)
+    assert all(r.success for r in materialize_tenants(tenants, instance=dg.DagsterInstance.ephemeral()))
+    vt = provider.identity.vector_table
+    before = {t: (chunks_of(conn, schema, t), vector_rows(conn, schema, vt, t), count(conn, schema, "blocks", t))
+              for t in tenants}  # fmt: skip
+    assert delete_documents(conn, schema, "Acme", ["ß/é.md"]) == 1
+
+    removal = remove_deleted(Scope(conn, schema, "Acme"))
+
+    chunks, vecs, blocks = before["Acme"]
+    gone = {c for c, (doc, _) in chunks.items() if doc == "ß/é.md"}
+    assert gone and removal.as_dict() == {"documents": 1, "blocks": blocks - count(conn, schema, "blocks", "Acme"),
+                                          "chunks": len(gone), "vectors": len(gone)}  # fmt: skip
+    assert removal.blocks > 0
+    assert set(chunks_of(conn, schema, "Acme")) == set(chunks) - gone
+    assert vector_rows(conn, schema, vt, "Acme") == {c: v for c, v in vecs.items() if c not in gone}
+    other_chunks, other_vecs, other_blocks = before["acme"]
+    assert chunks_of(conn, schema, "acme") == other_chunks and vector_rows(conn, schema, vt, "acme") == other_vecs
+    assert count(conn, schema, "blocks", "acme") == other_blocks
+    assert remove_deleted(Scope(conn, schema, "Acme")).as_dict() == {"documents": 0, "blocks": 0, "chunks": 0,
+                                                                     "vectors": 0}  # fmt: skip

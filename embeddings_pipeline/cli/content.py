@@ -27,6 +27,7 @@ from .runner import left_to_do, run_summary
 
 if TYPE_CHECKING:
     from ..pipeline.ingest import ReadLog
+    from ..pipeline.removals import Removal
     from ..store.documents import IngestReport
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "sample_corpus"
@@ -63,18 +64,24 @@ def ingest(
     removed, every chunk has a current vector of the active model): then no run is launched, and it says so.
     """
     from ..pipeline.ingest import IngestError, ReadLog, folder_sources, ingest_documents, read_paths, shown
+    from ..pipeline.removals import remove_deleted
     from ..store.documents import source_tenants
+    from ..store.scope import Scope
 
     log = ReadLog()
     sync = [] if no_delete else folder_sources(paths)
     reason: str | None = None
+    removal: Removal | None = None
     try:
         with connect() as (conn, schema):
             docs = read_paths(list(paths), text_ext=text_ext, log=log)
             report = ingest_documents(conn, schema, tenant, docs, sync=sync, keep=log.keep)
             exists = tenant in source_tenants(conn, schema)
             if then_materialize and exists:
-                reason = left_to_do(conn, schema, tenant, report)
+                if report.deleted and not (report.inserted or report.updated):  # nothing to parse or embed
+                    removal = remove_deleted(Scope(conn, schema, tenant))
+                changed = bool(report.inserted or report.updated or (report.deleted and removal is None))
+                reason = left_to_do(conn, schema, tenant, changed)
     except (IngestError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     read = report.inserted + report.updated + report.unchanged
@@ -87,9 +94,14 @@ def ingest(
         echo_json({"tenant": tenant, "inserted": report.inserted, "updated": report.updated,
                    "unchanged": report.unchanged, "deleted": report.deleted, "skipped": dict(log.skipped),
                    "problems": log.problems,
+                   **({"removed": removal.as_dict()} if removal else {}),
                    **({"run": run_summary(run, reason)} if then_materialize else {})})  # fmt: skip
     elif then_materialize and exists and run is None:
-        say(f"tenant {tenant}: up to date, no run needed (nothing changed, every chunk has a current vector)")
+        if removal is not None:
+            say(f"tenant {tenant}: removed the deleted documents' {removal.chunks} chunks and {removal.vectors} "
+                "vectors; up to date, no run needed")  # fmt: skip
+        else:
+            say(f"tenant {tenant}: up to date, no run needed (nothing changed, every chunk has a current vector)")
     if not read and not exists:
         raise click.ClickException(
             f"no documents in {', '.join(shown(p) for p in paths)}: tenant {tenant!r} was not created"

@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     import dagster as dg
     import psycopg
 
-    from ..store.documents import IngestReport
-
 _REPO_INSTANCE_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 _DEFAULT_INSTANCE_YAML = "telemetry:\n  enabled: false\n"
 # The CLI shows its own progress; Dagster's console logger speaks only of problems (the UI keeps everything).
@@ -214,10 +212,11 @@ def materialize_tenants(
     return runs
 
 
-def left_to_do(conn: psycopg.Connection, schema: str, tenant: str, report: IngestReport) -> str | None:
-    """Why TENANT needs a run after an ingest that did REPORT, or None when a run would change nothing (then
-    `ingest --materialize` launches none: no Dagster import, no run)."""
-    if report.inserted or report.updated or report.deleted:
+def left_to_do(conn: psycopg.Connection, schema: str, tenant: str, changed: bool) -> str | None:
+    """Why TENANT needs a run after an ingest (`changed`: it added or changed documents, or removed some that it
+    did not remove itself), or None when a run would change nothing (then `ingest --materialize` launches none:
+    no Dagster import, no run)."""
+    if changed:
         return "documents changed"
     from ..pipeline.backfill import work_left
     from ..pipeline.model_change import embedding_provider
