@@ -1,4 +1,4 @@
-"""new_content_sensor against the real database, and the automation it feeds."""
+"""new_content_sensor against the real database: the runs it requests, and the automation beside it."""
 
 from __future__ import annotations
 
@@ -97,36 +97,78 @@ def test_unusable_tenant_ids_in_the_source_are_skipped_not_fatal(conn, schema, s
     assert reported(result) == {"good": 1}
 
 
-def test_automation_requests_exactly_the_changed_tenants(conn, schema, store):
+def _apply(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
+    """What the daemon does with a tick's result before it submits the runs: events, then partitions."""
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions("tenant", list(request.partition_keys))
+
+
+def requested(result) -> list[str]:
+    return sorted(r.partition_key for r in result.run_requests)
+
+
+def test_a_change_is_one_run_for_exactly_the_changed_tenants_and_none_from_automation(conn, schema, store):
+    from embeddings_pipeline.cli.runner import materialize_tenants
     from embeddings_pipeline.definitions import defs as load_defs
+    from embeddings_pipeline.defs.assets import REASON_TAG
 
     defs = load_defs()
-
     instance = dg.DagsterInstance.ephemeral()
+    seed(conn, schema, "initech", {"i.md": "unchanged"})
+    assert materialize_tenants(["initech"], instance=instance)[0].success
+    _, cursor = tick(instance, store)  # initech was processed by the CLI already: no change
     # the daemon has been evaluating all along: a first evaluation sets the baseline
     evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert evaluation.total_requested == 0
+
     seed(conn, schema, "acme", {"a.md": "one"})
     seed(conn, schema, "globex", {"g.md": "two"})
-    result, cursor = tick(instance, store)
-    instance.add_dynamic_partitions("tenant", list(result.dynamic_partitions_requests[0].partition_keys))
-    for event in result.asset_events:
-        instance.report_runless_asset_event(event)
+    result, cursor = tick(instance, store, cursor)
+    assert requested(result) == ["acme", "globex"]
+    assert {r.tags[REASON_TAG] for r in result.run_requests} == {"new_content"}
+    assert len({r.run_key for r in result.run_requests}) == 2
+    _apply(instance, result)
+    # the runs are the sensor's: automation requests none for the same change, before or after they ran
     evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
-    for key in ("blocks", "chunks", "embeddings"):
-        assert evaluation.get_requested_partitions(dg.AssetKey(key)) == {"acme", "globex"}
-
-    # nothing changed: nothing requested
+    assert evaluation.total_requested == 0
+    assert all(r.success for r in materialize_tenants(requested(result), instance=instance))
     evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
     assert evaluation.total_requested == 0
 
+    before_edit = cursor
+    seed(conn, schema, "globex", {"g.md": "two, edited"})
+    result, cursor = tick(instance, store, before_edit)
+    assert requested(result) == ["globex"]
+    # the same tick again (the daemon died before it stored the cursor): the same run key, so no second run
+    again, _ = tick(instance, store, before_edit)
+    assert [r.run_key for r in again.run_requests] == [r.run_key for r in result.run_requests]
+    _apply(instance, result)
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
+    assert evaluation.total_requested == 0
+    assert isinstance(tick(instance, store, cursor)[0], dg.SkipReason)
+
+
+def test_a_tenant_whose_run_is_still_queued_gets_no_second_run(conn, schema, store):
+    """A queued run reads the tenant's rows when it starts, so it covers a change seen while it waits."""
+    from embeddings_pipeline.definitions import defs as load_defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    seed(conn, schema, "acme", {"a.md": "one"})
+    seed(conn, schema, "globex", {"g.md": "two"})
+    result, cursor = tick(instance, store)
+    _apply(instance, result)
+    job = load_defs().resolve_job_def("embed_tenant")
+    # created and not started (the daemon then queues it; a QUEUED run needs a code location to be created)
+    instance.create_run_for_job(job, status=dg.DagsterRunStatus.NOT_STARTED, tags={"dagster/partition": "acme"})
+    instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": "globex"})
+    seed(conn, schema, "acme", {"a.md": "one, edited"})
     seed(conn, schema, "globex", {"g.md": "two, edited"})
     result, _ = tick(instance, store, cursor)
-    for event in result.asset_events:
-        instance.report_runless_asset_event(event)
-    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
-    for key in ("blocks", "chunks", "embeddings"):
-        assert evaluation.get_requested_partitions(dg.AssetKey(key)) == {"globex"}
+    assert reported(result) == {"acme": 1, "globex": 1}
+    # globex's run may have read its rows already: a new run, which waits for it (one run per tenant at a time)
+    assert requested(result) == ["globex"]
 
 
 def test_schema_change_rematerializes_every_tenant(conn, schema, store):

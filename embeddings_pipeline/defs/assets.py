@@ -20,8 +20,10 @@ REASON_TAG = "embeddings/reason"  # "reconcile" on the nightly runs: re-parse ev
 MODEL_TAG = "embeddings/model_key"  # a backfill of a registered model other than the tenant's own
 COMMIT_TAG = "embeddings/commit_every"  # texts per committed batch (backfill --batch-size)
 PROCESSES_TAG = "embeddings/processes"  # processes embedding the tenant (backfill --processes)
-# New or changed documents of a tenant (reported by `new_content_sensor`) request blocks, chunks and embeddings
-# of that tenant together, in one run.
+# New or changed documents of a tenant are `new_content_sensor`'s to run (it requests blocks, chunks and
+# embeddings of that tenant in one run, at once), schema changes `schema_change_sensor`'s: `blocks` has no
+# automation of its own, so no automation tick adds a second run for the same change. chunks and embeddings follow
+# an update of their upstream made outside such a run (e.g. `blocks` alone, launched in the UI).
 AUTOMATION = dg.AutomationCondition.eager()
 # The default model and the chunker are code: a change of either is a new code version of chunks and embeddings,
 # so the UI marks every tenant stale and automation rebuilds all of them (the new model side by side).
@@ -63,8 +65,6 @@ source_schema = dg.AssetSpec(
     group_name=GROUP,
     kinds={"python", "postgres"},
     owners=OWNERS,
-    # schema changes are the schema sensor's to act on (all tenants at once), not the per-tenant automation's
-    automation_condition=AUTOMATION.ignore(dg.AssetSelection.assets("source_schema")),
     description="Typed blocks (paragraph, heading, list, table, code, mermaid) of changed documents.",
 )
 def blocks(context: dg.AssetExecutionContext, store: PipelineStore) -> dg.MaterializeResult:

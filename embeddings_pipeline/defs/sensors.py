@@ -1,7 +1,9 @@
-"""Sensing new and changed source rows, and the automation that turns them into per-tenant runs."""
+"""Sensing new and changed source rows (a run per changed tenant), schema and model changes, and the automation
+that rebuilds every tenant when the code version changes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -17,18 +19,20 @@ from .partitions import tenant_partitions
 from .resources import PipelineStore
 from .schedules import REASON_TAG, embed_tenant_job
 
-SENSOR_INTERVAL = int(os.environ.get("EMBEDDINGS_SENSOR_INTERVAL", "15"))
-# the automation's own ticks (each evaluates every tenant partition); default: the sensors' interval
-AUTOMATION_INTERVAL = int(os.environ.get("EMBEDDINGS_AUTOMATION_INTERVAL") or SENSOR_INTERVAL)
+# Dagster's sensor daemon looks at its sensors every 5 s at most, so a shorter interval buys nothing
+SENSOR_INTERVAL = int(os.environ.get("EMBEDDINGS_SENSOR_INTERVAL", "5"))
+# the automation's own ticks (each evaluates every tenant partition; it acts on code-version changes only)
+AUTOMATION_INTERVAL = int(os.environ.get("EMBEDDINGS_AUTOMATION_INTERVAL", "15"))
 ROWS_PER_TICK = int(os.environ.get("EMBEDDINGS_SENSOR_ROWS_PER_TICK", "10000"))
 SCHEMA_CHECK_INTERVAL = int(os.environ.get("EMBEDDINGS_SCHEMA_CHECK_INTERVAL", "300"))
 
 
 @dg.sensor(
+    job=embed_tenant_job,
     minimum_interval_seconds=SENSOR_INTERVAL,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Reports new and changed documents per tenant (a watermark over updated_at, tenant_id, doc_id) "
-    "and adds unseen tenants as partitions. Automation then materializes exactly those tenants.",
+    description="Reports new and changed documents per tenant (a watermark over updated_at, tenant_id, doc_id), "
+    "adds unseen tenants as partitions and requests one run for each changed tenant (none while one is queued).",
 )
 def new_content_sensor(context: dg.SensorEvaluationContext, store: PipelineStore) -> dg.SensorResult | dg.SkipReason:
     since = Watermark.parse(context.cursor)
@@ -46,10 +50,18 @@ def new_content_sensor(context: dg.SensorEvaluationContext, store: PipelineStore
         except InvalidTenantId as exc:
             context.log.error(f"skipping documents of an unusable tenant id: {exc}")
     new = _unknown_tenants(context.instance, valid)
+    # read after the changes: a run still queued now reads the tenant's rows later, these changes included
+    waiting = _queued_tenants(context.instance) & set(valid)
     changed = page.rows - page.already_done
-    context.log.info(f"{changed} changed documents in {len(valid)} tenants ({len(new)} new)")
+    context.log.info(f"{changed} changed documents in {len(valid)} tenants ({len(new)} new, {len(waiting)} queued)")
+    mark = page.watermark.dump()
     return dg.SensorResult(
         dynamic_partitions_requests=[tenant_partitions.build_add_request(new)] if new else [],
+        run_requests=[
+            dg.RunRequest(run_key=_run_key(mark, t), partition_key=t, tags={REASON_TAG: "new_content"})
+            for t in valid
+            if t not in waiting
+        ],
         asset_events=[
             dg.AssetMaterialization(
                 asset_key=documents.key,
@@ -61,8 +73,23 @@ def new_content_sensor(context: dg.SensorEvaluationContext, store: PipelineStore
             )
             for t in valid
         ],
-        cursor=page.watermark.dump(),
+        cursor=mark,
     )
+
+
+def _run_key(watermark: str, tenant: str) -> str:
+    """One key per (tick's watermark, tenant): a tick retried after a crash requests no second run."""
+    return f"content:{hashlib.sha256(watermark.encode()).hexdigest()[:16]}:{tenant}"
+
+
+def _queued_tenants(instance: dg.DagsterInstance) -> set[str]:
+    """Tenants with a tenant run that has not started yet (one query, whatever the number of tenants)."""
+    assert embed_tenant_job.name is not None
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=embed_tenant_job.name, statuses=[dg.DagsterRunStatus.QUEUED,
+                                                               dg.DagsterRunStatus.NOT_STARTED])
+    )  # fmt: skip
+    return {t for r in records if (t := r.dagster_run.tags.get("dagster/partition"))}
 
 
 def _unknown_tenants(instance: dg.DagsterInstance, tenants: list[str]) -> list[str]:
@@ -81,7 +108,8 @@ embeddings_automation = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=AUTOMATION_INTERVAL,
     emit_backfills=False,  # plain runs, one per tenant partition, not a backfill
-    description="Runs blocks, chunks and embeddings for each tenant whose documents changed (one run per tenant).",
+    description="Rebuilds chunks and embeddings of every tenant when their code version (chunker, default model) "
+    "changes; new content is `new_content_sensor`'s to request.",
 )
 
 
@@ -138,7 +166,7 @@ def model_change_sensor(context: dg.SensorEvaluationContext, store: PipelineStor
     requests = []
     for state in states:
         if state.tenant_id not in known or state.active_model_key is None:
-            continue  # no content yet, or its first run is still to finish: the content automation has it
+            continue  # no content yet, or its first run is still to finish: the new-content sensor has it
         wanted = canonical_spec(state.model) if state.model else default
         if state.active_spec is not None and canonical_spec(state.active_spec) == wanted:
             continue
