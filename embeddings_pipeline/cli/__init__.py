@@ -6,7 +6,7 @@ A module per command group; shared options, the store connection, tables and pro
 - `tenants.py`  tenants set|show|delete
 - `documents.py` documents list|delete
 - `models.py`   models list|retire|prune|activate
-- `backfill.py` backfill, lineage
+- `backfill.py` backfill, embed-shard, lineage
 - `quality.py`  eval, gate set|show
 """
 
@@ -82,6 +82,7 @@ for _command in (
     documents.documents,
     models.models,
     backfill.backfill,
+    backfill.embed_shard,
     backfill.lineage_cmd,
     quality.eval_cmd,
     quality.gate,

@@ -1,6 +1,9 @@
-"""Filling vectors and tracing them: `backfill` (resumable, with a dry-run plan) and `lineage`."""
+"""Filling vectors and tracing them: `backfill` (resumable, with a dry-run plan), `embed-shard` (one shard of a
+large tenant, in a process or pod of its own) and `lineage`."""
 
 from __future__ import annotations
+
+import uuid
 
 import click
 
@@ -11,6 +14,7 @@ from .common import (
     json_option,
     materialize_with_progress,
     print_table,
+    say,
     tenant_option,
     tenants_with_documents,
 )
@@ -94,6 +98,77 @@ def _backfill_plan(tenants: list[str], model_key: str | None, as_json: bool) -> 
         echo_json({"dry_run": True, "tenants": plans})
         return
     print_table("backfill plan (dry run: nothing written)", PLAN_COLUMNS, plans)
+
+
+def _check_shard(_ctx: click.Context, _param: click.Parameter, value: str):
+    from ..pipeline.shards import parse_shard
+
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@click.command("embed-shard")
+@tenant_option()
+@click.option("--shard", "shard", required=True, metavar="I/N", callback=_check_shard,
+              help="embed shard I of N (0 <= I < N) of the tenant's pending chunks, split by content hash")  # fmt: skip
+@click.option("--model", "model_key", help="a registered model_key to fill (default: the tenant's own model)")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=256, show_default=True,
+              help="texts per committed batch")  # fmt: skip
+@click.option("--run-id", help="recorded on each vector written, with ':I/N' after it (default: shard-<random>)")
+@click.option("--wait", "wait_s", type=click.FloatRange(0), help="seconds to wait while a run holds the tenant "
+              "(default EMBEDDINGS_LOCK_TIMEOUT)")  # fmt: skip
+@json_option
+def embed_shard(
+    tenant: str, shard, model_key: str | None, batch_size: int, run_id: str | None, wait_s: float | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Embed shard I of N of TENANT's pending chunks in this process, batch by batch: one pod of a Kubernetes
+    Indexed Job (deploy/k8s/shard-job.yaml), N of them at once, on as many machines.
+
+    \b
+      embeddings-pipeline embed-shard --tenant acme --shard 0/2 &
+      embeddings-pipeline embed-shard --tenant acme --shard 1/2 &
+      wait && embeddings-pipeline materialize --tenant acme   # reuse, index, coverage, checks: once
+
+    Only embeds: the tenant's chunks must exist (a run of blocks and chunks built them); reuse by hash, the
+    tenant's partition and HNSW index, coverage and checks are the next run's, which embeds only what the shards
+    left. Shards hold a shared lock on the tenant: they run together, never beside a run of it. Exit 1 when a
+    chunk of the shard is left without a vector (nothing written is lost: rerun it, or let the run embed them).
+    """
+    from ..pipeline.shards import NothingToShard
+    from ..pipeline.shards import embed_shard as embed_one_shard
+    from ..providers import ProviderError
+    from ..store.db import TenantBusy
+    from ..store.scope import Scope
+
+    run_id = f"{run_id or 'shard-' + uuid.uuid4().hex[:12]}:{shard}"
+    try:
+        with connect() as (conn, schema):
+            result = embed_one_shard(Scope(conn, schema, tenant), shard, run_id, model_key=model_key,
+                                     commit_every=batch_size, wait_s=wait_s)  # fmt: skip
+    except (NothingToShard, ProviderError, TenantBusy) as exc:
+        message = f"embedding provider: {exc}" if isinstance(exc, ProviderError) else str(exc)
+        if as_json:
+            echo_json({"ok": False, "tenant": tenant, "shard": str(shard), "error": message})
+            raise SystemExit(1) from None
+        raise click.ClickException(message) from None
+    if as_json:
+        echo_json(result)
+    else:
+        say(f"shard {shard} of {tenant}: embedded {result['embedded']} of {result['pending']} pending "
+            f"({result['chunks']} chunks in all), {result['missing']} left, {result['texts_per_second']} texts/s "
+            f"(run id {run_id})", style="green" if result["ok"] else "red")  # fmt: skip
+        if result["documents_not_chunked"]:
+            say(f"{result['documents_not_chunked']} documents are not chunked yet: the tenant's run chunks and "
+                "embeds them", style="yellow")  # fmt: skip
+    if not result["ok"]:
+        if not as_json:
+            detail = "; ".join(result["errors"][:3]) or "see embedding_errors"
+            say(f"{result['missing']} chunks of shard {shard} have no vector ({detail}); rerun the shard, or the "
+                "tenant's next run embeds them", err=True, style="red")  # fmt: skip
+        raise SystemExit(1)
 
 
 @click.command("lineage")

@@ -9,6 +9,12 @@ wrote; its chunks are missing at the coverage count, the run says so, and the ne
 
 The workers run under the coordinator's tenant lock (they take none of their own) and exit when the coordinator
 goes away (their stdin closes), so a killed run leaves no worker writing behind the next run's back.
+
+Across pods (`embed_shard`, the `embed-shard` command, deploy/k8s/shard-job.yaml): each of N processes, on any
+machine, embeds shard I of N of the tenant's pending chunks and nothing else, under a SHARED advisory lock on the
+tenant: shard processes run together, never beside a run (runs hold the tenant's lock exclusively, so a run waits
+for them and they wait for a run). A final ordinary run of the tenant then reuses by hash, builds the partition
+and index, counts coverage and checks, embedding only what the shards left.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from ..config import shard_min_chunks
 from ..providers.base import EmbeddingProvider
@@ -138,19 +145,25 @@ def work(job: dict) -> dict:
     """Embed one shard of a tenant's pending chunks (the worker's body, callable in-process by tests)."""
     from ..providers import load_provider
     from ..store.session import Database
-    from . import steps
 
     provider = load_provider(job["spec"], job["batch_size"], job["device"], job["key_env"])
     if provider.identity.model_key != job["model_key"]:
         return {"error": f"the worker loaded model {provider.identity.model_key}, not {job['model_key']}"}
-    shard = Shard(*job["shard"])
-    report = EmbeddingsReport(model_key=job["model_key"], chunk_set=job["chunk_set"])
-    before = provider.counters()
-    started = time.perf_counter()
     with Database(schema_name=job["schema"]).connect() as conn:
         scope = Scope(conn, job["schema"], job["tenant"])
-        steps.embed_pending(scope, provider, job["chunk_set"], job["run_id"], report,
-                            commit_every=job["commit_every"], shard=shard)  # fmt: skip
+        return _embed_one(scope, provider, job["chunk_set"], job["run_id"], Shard(*job["shard"]), job["commit_every"])
+
+
+def _embed_one(
+    scope: Scope, provider: EmbeddingProvider, chunk_set: str, run_id: str, shard: Shard, commit_every: int
+) -> dict:
+    """`steps.embed_pending` of one shard, as a JSON-able summary (embedded, timings, errors, provider counters)."""
+    from . import steps
+
+    report = EmbeddingsReport(model_key=provider.identity.model_key, chunk_set=chunk_set)
+    before = provider.counters()
+    started = time.perf_counter()
+    steps.embed_pending(scope, provider, chunk_set, run_id, report, commit_every=commit_every, shard=shard)
     return {
         "shard": str(shard),
         "embedded": report.embedded,
@@ -158,6 +171,82 @@ def work(job: dict) -> dict:
         "seconds": time.perf_counter() - started,
         "errors": report.errors,
         "provider": {k: v - before.get(k, 0) for k, v in provider.counters().items()},
+    }
+
+
+# --- one shard in a process of its own, on any machine (`embed-shard`, a Kubernetes Indexed Job) ------------------
+
+
+class NothingToShard(RuntimeError):
+    """The tenant has no chunks for the model yet: a run of blocks and chunks must build them first."""
+
+
+def parse_shard(spec: str) -> Shard:
+    """`I/N` (e.g. `0/4`, or `$JOB_COMPLETION_INDEX/4` expanded) -> Shard(I, N), or ValueError saying what is wrong."""
+    index, sep, count = spec.strip().partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise ValueError(f"{spec!r} is not I/N (shard I of N, e.g. 0/4)") from None
+    if not sep or n < 1:
+        raise ValueError(f"{spec!r}: N (the number of shards) must be at least 1")
+    if not 0 <= i < n:
+        raise ValueError(f"{spec!r}: I must be between 0 and N - 1 = {n - 1}")
+    return Shard(i, n)
+
+
+def embed_shard(
+    scope: Scope,
+    shard: Shard,
+    run_id: str,
+    *,
+    model_key: str | None = None,
+    commit_every: int = 256,
+    wait_s: float | None = None,
+    load: Callable | None = None,
+) -> dict:
+    """Embed shard `shard` of the tenant's pending chunks for its model (or the registered `model_key`), in this
+    process, committing batch by batch, under the tenant's SHARED lock (waits `wait_s`, default
+    EMBEDDINGS_LOCK_TIMEOUT, while a run holds it; then TenantBusy). Builds no blocks or chunks, reuses nothing by
+    hash, builds no index and runs no check: the tenant's next run does those once, after every shard.
+
+    Raises NothingToShard when the tenant has no chunks for the model, ProviderError when the model cannot be
+    reached (nothing is written then). Returns the summary (`missing`: the shard's chunks still without a vector)."""
+    from ..store import backlog, vector_tables, vectors
+    from ..store.db import tenant_lock
+    from . import model_change
+
+    conn, schema, tenant = scope
+    with tenant_lock(conn, schema, tenant, wait_s, shared=True):
+        provider = model_change.embedding_provider(scope, load or model_change.default_loader, model_key)
+        identity = provider.identity  # a remote model is reached here: unreachable -> ProviderError
+        chunk_set = model_change.target_chunk_set(scope, provider)
+        chunks = backlog.chunk_count(conn, schema, tenant, chunk_set)
+        if chunks == 0:
+            raise NothingToShard(
+                f"tenant {tenant!r} has no chunks for model {identity.model_key} (chunk set {chunk_set}) yet: "
+                "build them first with a run of the blocks and chunks assets (the UI, or `dagster asset "
+                "materialize -m embeddings_pipeline.definitions --select blocks,chunks --partition "
+                f"{tenant}`), then start the shards"
+            )
+        vt = vector_tables.register_model(conn, schema, identity, provider.spec)
+        pending = vectors.pending_count(conn, schema, vt, tenant, chunk_set, shard)
+        result = _embed_one(scope, provider, chunk_set, run_id, shard, commit_every)
+        missing = vectors.pending_count(conn, schema, vt, tenant, chunk_set, shard)
+        not_chunked = backlog.documents_not_chunked(conn, schema, tenant, chunk_set)
+    embedded, took = int(result["embedded"]), float(result["embed_seconds"])
+    return {
+        **result,
+        "ok": missing == 0,
+        "tenant": tenant,
+        "model_key": identity.model_key,
+        "chunk_set": chunk_set,
+        "run_id": run_id,
+        "chunks": chunks,
+        "pending": pending,
+        "missing": missing,
+        "documents_not_chunked": not_chunked,
+        "texts_per_second": round(embedded / took, 2) if took > 0 else 0.0,
     }
 
 

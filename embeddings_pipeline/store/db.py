@@ -77,26 +77,33 @@ class TenantBusy(RuntimeError):
 
 @contextmanager
 def tenant_lock(
-    conn: psycopg.Connection, schema: str, tenant_id: str, timeout_s: float | None = None
+    conn: psycopg.Connection, schema: str, tenant_id: str, timeout_s: float | None = None, *, shared: bool = False
 ) -> Iterator[None]:
     """Session-level advisory lock: one writer per tenant, whether a Dagster run or a CLI command.
 
-    Waits up to `timeout_s` (EMBEDDINGS_LOCK_TIMEOUT, default 600 s), then raises TenantBusy.
+    `shared` is the shard processes' lock (`embed-shard`): any number of them hold it together, never beside a
+    run's exclusive one. Waits up to `timeout_s` (EMBEDDINGS_LOCK_TIMEOUT, default 600 s), then raises TenantBusy.
     """
     if timeout_s is None:
         timeout_s = float(os.environ.get("EMBEDDINGS_LOCK_TIMEOUT", "600"))
     key = (f"{schema}:lock", tenant_id)
+    take, release = (
+        ("pg_try_advisory_lock_shared", "pg_advisory_unlock_shared") if shared else
+        ("pg_try_advisory_lock", "pg_advisory_unlock")
+    )  # fmt: skip
+    try_sql = sql.SQL("SELECT {}(hashtext(%s), hashtext(%s))").format(sql.Identifier(take))
     deadline = time.monotonic() + timeout_s
     delay = 0.05
-    while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", key).fetchone()[0]:  # type: ignore[index]
+    while not conn.execute(try_sql, key).fetchone()[0]:  # type: ignore[index]
         if time.monotonic() >= deadline:
-            raise TenantBusy(f"tenant {tenant_id!r} is locked by another run (waited {timeout_s:g}s)")
+            holder = "a run" if shared else "another run or shard process"
+            raise TenantBusy(f"tenant {tenant_id!r} is locked by {holder} (waited {timeout_s:g}s)")
         time.sleep(delay)
         delay = min(1.0, delay * 2)
     try:
         yield
     finally:
-        conn.execute("SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))", key)
+        conn.execute(sql.SQL("SELECT {}(hashtext(%s), hashtext(%s))").format(sql.Identifier(release)), key)
 
 
 def copy_rows(
