@@ -58,9 +58,24 @@ def test_documents_list_and_delete(cli, tmp_path):
     assert _doc_ids(cli, "acme") == ["c.txt"]
     missing = cli("documents", "delete", "a.md", "c.txt", "--tenant", "acme", "--json", ok=False)
     assert missing.exit_code == 1
-    assert json.loads(missing.stdout) == {"tenant": "acme", "deleted": ["c.txt"], "not_found": ["a.md"]}
+    nothing_built = {"documents": 0, "blocks": 0, "chunks": 0, "vectors": 0}  # never materialized
+    assert json.loads(missing.stdout) == {"tenant": "acme", "deleted": ["c.txt"], "not_found": ["a.md"],
+                                          "removed": nothing_built}  # fmt: skip
     table = cli("documents", "list", "--tenant", "acme", "--deleted").output
     assert "a.md" in table and "deleted_at" in table
+
+
+def test_documents_delete_removes_chunks_and_vectors_at_once(cli, tmp_path):
+    notes = _folder(tmp_path / "notes", {"keep.md": "# Keep\n\nPelicans nest on the pier.\n",
+                                         "gone.md": "# Gone\n\nZeppelins dock at noon.\n"})  # fmt: skip
+    cli("ingest", str(notes), "--tenant", "acme", "--materialize")
+    assert _search(cli, "acme", "zeppelins") == ["gone.md"]
+    out = json.loads(cli("documents", "delete", "gone.md", "--tenant", "acme", "--json").output)
+    assert out["deleted"] == ["gone.md"] and out["removed"]["documents"] == 1
+    assert out["removed"]["chunks"] == out["removed"]["vectors"] > 0
+    assert _search(cli, "acme", "zeppelins") == [] and set(_search(cli, "acme", "zeppelins", "dense")) == {"keep.md"}
+    status = json.loads(cli("status", "--tenant", "acme", "--json").output)["tenants"][0]
+    assert status["documents"] == 1 and status["vectors"] == status["chunks"] and status["missing"] == 0
 
 
 def test_odd_doc_ids_are_three_documents_each_searchable(cli, tmp_path):

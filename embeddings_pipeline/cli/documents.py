@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-
 import click
 
 from .common import connect, echo_json, json_option, print_table, say, tenant_option
@@ -40,15 +38,17 @@ def documents_list(tenant: str, deleted: bool, as_json: bool) -> None:
 def documents_delete(doc_ids: tuple[str, ...], tenant: str, as_json: bool) -> None:
     """Delete TENANT's documents DOC_IDS (exact ids, as `documents list` shows them).
 
-    The next materialize of the tenant removes their blocks, chunks and vectors. Exits 1 if an id is not one of
-    the tenant's documents.
+    Their blocks, chunks and vectors (of every model) go at once, with no run. Exits 1 if an id is not one of the
+    tenant's documents.
 
     \b
     Examples:
       embeddings-pipeline documents delete runbooks/fire.md intro.md --tenant acme
     """
+    from ..pipeline.removals import remove_deleted
     from ..store.db import source_parts
     from ..store.documents import delete_document_ids
+    from ..store.scope import Scope
 
     with connect() as (conn, schema):
         source = source_parts(schema)
@@ -58,16 +58,17 @@ def documents_delete(doc_ids: tuple[str, ...], tenant: str, as_json: bool) -> No
                 "delete them there"
             )
         deleted = delete_document_ids(conn, schema, tenant, list(doc_ids))
+        removal = remove_deleted(Scope(conn, schema, tenant)) if deleted else None
     missing = sorted(set(doc_ids) - set(deleted))
     if as_json:
-        echo_json({"tenant": tenant, "deleted": deleted, "not_found": missing})
+        echo_json({"tenant": tenant, "deleted": deleted, "not_found": missing,
+                   "removed": removal.as_dict() if removal else None})  # fmt: skip
     else:
         say(f"tenant {tenant}: deleted {len(deleted)} documents")
         for doc_id in deleted:
             say(f"  {doc_id!r}" if doc_id != doc_id.strip() or not doc_id.isprintable() else f"  {doc_id}")
-        if deleted:
-            hint = f"embeddings-pipeline materialize --tenant {shlex.quote(tenant)}"
-            say(f"`{hint}` removes their chunks and vectors now")
+        if removal:
+            say(f"removed their {removal.chunks} chunks and {removal.vectors} vectors")
     if missing:
         say(f"not documents of {tenant!r} (or deleted already): " + ", ".join(map(repr, missing)), err=True)
         raise SystemExit(1)
