@@ -93,7 +93,11 @@ def run_ids(conn, schema, vt: str) -> Counter:
 
 def test_two_shard_processes_then_one_run_embed_each_chunk_once(conn, schema, standin, cli, monkeypatch):
     monkeypatch.setenv("EMBEDDINGS_TENANT_INDEX_THRESHOLD", "200")
-    provider, chunk_set = chunked(conn, schema, 400)
+    seed(conn, schema, TENANT, {"log.txt": paragraphs(400)}, fmt="text")
+    out = cli("backfill", "--tenant", TENANT, "--chunks-only")  # a run of blocks and chunks, embedding nothing
+    assert "ok big: blocks and chunks" in out.output, out.output
+    provider = load_provider(MODEL)
+    assert vector_count(conn, schema, provider) == 0 and not embedded_texts(standin)
     texts = Counter(r[0] for r in conn.execute(f"SELECT text FROM {schema}.chunks WHERE tenant_id = %s", (TENANT,)))  # noqa: S608
     assert sum(texts.values()) == 400
 
@@ -157,7 +161,7 @@ def test_bad_shard_specs_and_tenants_are_refused_clearly(conn, schema, standin, 
     assert out.exit_code == 2 and "no tenant 'nobody'" in out.output
     # documents, but no chunks for the model yet: say how to build them, write nothing
     out = cli("embed-shard", "--tenant", TENANT, "--shard", "0/2", ok=False)
-    assert out.exit_code == 1 and "has no chunks for model" in out.output and "--select blocks,chunks" in out.output
+    assert out.exit_code == 1 and "has no chunks for model" in out.output and "--chunks-only" in out.output
     out = cli("embed-shard", "--tenant", TENANT, "--shard", "0/2", "--json", ok=False)
     assert out.exit_code == 1 and json.loads(out.output)["ok"] is False
 

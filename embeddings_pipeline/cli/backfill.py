@@ -30,10 +30,12 @@ LINEAGE_COLUMNS = "chunk_id model_key revision chunker_version embedded_at run_i
 @click.option("--batch-size", type=click.IntRange(1, 100_000), help="texts per committed batch")
 @click.option("--processes", type=click.IntRange(1, 64), help="processes embedding each tenant, each a disjoint "
               "shard of its pending chunks (default EMBEDDINGS_EMBED_PROCESSES, 1)")  # fmt: skip
+@click.option("--chunks-only", is_flag=True, help="a run of blocks and chunks only, embedding nothing: what "
+              "`embed-shard` processes need before they start")  # fmt: skip
 @json_option
 def backfill(
     tenants: list[str], model_key: str | None, dry_run: bool, batch_size: int | None, processes: int | None,
-    as_json: bool,
+    chunks_only: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Embed everything missing for TENANTS (default: all), through Dagster runs, resumable after any kill."""
     from ..defs.assets import COMMIT_TAG, MODEL_TAG, PROCESSES_TAG
@@ -44,6 +46,9 @@ def backfill(
         return
     tags = {**({MODEL_TAG: model_key} if model_key else {}), **({COMMIT_TAG: str(batch_size)} if batch_size else {}),
             **({PROCESSES_TAG: str(processes)} if processes else {})}  # fmt: skip
+    if chunks_only:
+        _chunks_only(tenants, tags, as_json)
+        return
     todo = tenants_with_work(tenants, model_key)
     if len(todo) < len(tenants):
         click.echo(f"{len(tenants) - len(todo)} of {len(tenants)} tenants up to date: no run for them")
@@ -51,6 +56,24 @@ def backfill(
     failed = [r for r in runs if not r.success]
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(runs)} tenants failed (rerun to resume): "
+                                   + "; ".join(f"{r.tenant}: {r.error}" for r in failed))  # fmt: skip
+
+
+def _chunks_only(tenants: list[str], tags: dict[str, str], as_json: bool) -> None:
+    """One Dagster run of `blocks` and `chunks` per tenant: the chunks the shards of `embed-shard` embed."""
+    from .runner import materialize_tenants
+
+    runs = materialize_tenants(tenants, tags=tags, assets=["blocks", "chunks"])
+    if as_json:
+        echo_json({"chunks_only": True, "runs": [{"tenant": r.tenant, "run_id": r.run_id, "success": r.success,
+                                                  "error": r.error} for r in runs]})  # fmt: skip
+    else:
+        for r in runs:
+            say(f"{'ok' if r.success else 'FAILED'} {r.tenant}: blocks and chunks (run {r.run_id})"
+                + ("" if r.success else f": {r.error}"), style="green" if r.success else "red")  # fmt: skip
+    failed = [r for r in runs if not r.success]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(runs)} tenants failed: "
                                    + "; ".join(f"{r.tenant}: {r.error}" for r in failed))  # fmt: skip
 
 

@@ -181,8 +181,12 @@ def materialize_tenants(
     instance: dg.DagsterInstance | None = None,
     on_done: Callable[[TenantRun], None] | None = None,
     tags: dict[str, str] | None = None,
+    assets: Sequence[str] | None = None,
 ) -> list[TenantRun]:
-    """One Dagster run per tenant (blocks, chunks, embeddings). A failing tenant never stops the others."""
+    """One Dagster run per tenant (blocks, chunks, embeddings; only `assets` when given). A failing tenant never
+    stops the others."""
+    import dagster as dg
+
     from ..definitions import defs as load_defs
 
     instance = instance or local_instance()
@@ -197,6 +201,7 @@ def materialize_tenants(
             raise_on_error=False,
             run_config=_QUIET,
             tags={**(tags or {}), **_owner_tags()},
+            asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
         )
         run = TenantRun(
             tenant=tenant,

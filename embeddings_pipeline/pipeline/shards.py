@@ -225,9 +225,8 @@ def embed_shard(
         if chunks == 0:
             raise NothingToShard(
                 f"tenant {tenant!r} has no chunks for model {identity.model_key} (chunk set {chunk_set}) yet: "
-                "build them first with a run of the blocks and chunks assets (the UI, or `dagster asset "
-                "materialize -m embeddings_pipeline.definitions --select blocks,chunks --partition "
-                f"{tenant}`), then start the shards"
+                f"build them first with `embeddings-pipeline backfill --tenant {tenant} --chunks-only` (a run of "
+                "the blocks and chunks assets, embedding nothing), then start the shards"
             )
         vt = vector_tables.register_model(conn, schema, identity, provider.spec)
         pending = vectors.pending_count(conn, schema, vt, tenant, chunk_set, shard)
