@@ -665,3 +665,75 @@ def test_helm_dagster_storage_matches_the_instance_file(helm) -> None:
     prod = load_yaml(DEPLOY / "dagster.yaml")["storage"]["postgres"]["postgres_db"]
     assert helm["postgresql"]["postgresqlScheme"] == prod["scheme"] == "postgresql+psycopg2"
     assert int(helm["postgresql"]["service"]["port"]) == 5432
+
+
+# --- 4. one large tenant over N pods: deploy/k8s/shard-job.yaml -------------------------------------------------------
+
+SHARD_JOB = DEPLOY / "k8s" / "shard-job.yaml"
+# what the embedding path of a shard reads: the database, the model and its provider, batches, locks and retries
+SHARD_ENV = {
+    "EMBEDDINGS_DATABASE_URL", "EMBEDDINGS_SCHEMA", "EMBEDDINGS_SOURCE_RELATION", "EMBEDDINGS_MODEL",
+    "EMBEDDINGS_BATCH_SIZE", "EMBEDDINGS_LOCK_TIMEOUT", "EMBEDDINGS_RETRY_ATTEMPTS", "EMBEDDINGS_RETRY_BASE_DELAY",
+    "OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY",
+}  # fmt: skip
+
+
+def test_shard_job_runs_one_shard_per_completion_index(helm) -> None:
+    from click.testing import CliRunner
+
+    from embeddings_pipeline.cli import main
+    from embeddings_pipeline.pipeline.shards import parse_shard
+    from embeddings_pipeline.store.vectors import Shard
+
+    job = load_yaml(SHARD_JOB)
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    n = spec["completions"]
+    assert isinstance(n, int) and n >= 2 and spec["parallelism"] == n
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # the Job's backoff and podFailurePolicy decide retries
+    [container] = pod["containers"]
+    command = container["command"]
+    assert command[:2] == ["embeddings-pipeline", "embed-shard"]
+    shard = flag(command, "--shard")
+    assert shard == f"$(JOB_COMPLETION_INDEX)/{n}"
+    assert [parse_shard(shard.replace("$(JOB_COMPLETION_INDEX)", str(i))) for i in range(n)] == [
+        Shard(i, n) for i in range(n)
+    ]
+    # the command exists in the CLI, with every option the Job passes
+    runner = CliRunner()
+    help_out = runner.invoke(main, ["embed-shard", "--help"])
+    assert help_out.exit_code == 0, help_out.output
+    for arg in command[2:]:
+        if arg.startswith("--"):
+            assert arg in help_out.output, f"embed-shard has no option {arg}"
+    # every $(VAR) the command expands is defined in the pod (JOB_COMPLETION_INDEX: by the Job controller)
+    env = {e["name"]: e for e in container["env"]}
+    for var in re.findall(r"\$\((\w+)\)", " ".join(command)):
+        assert var in env or var == "JOB_COMPLETION_INDEX", f"$({var}) is not in the shard pod's env"
+    # a usage error (exit 2) fails the Job at once; the container named there is this one
+    [rule] = spec["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["containerName"] == container["name"]
+
+
+def test_shard_job_has_the_code_locations_image_settings_and_secrets(helm) -> None:
+    job = load_yaml(SHARD_JOB)
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    code_server = helm_code_server(helm)
+    assert container["image"] == f"{code_server['image']['repository']}:{code_server['image']['tag']}"
+    env = {e["name"]: e for e in container["env"]}
+    helm_env_entries = {e["name"]: e for e in code_server["env"]}
+    missing = SHARD_ENV - set(env)
+    assert not missing, f"the shard pods lack {sorted(missing)}"
+    known = deployment_env_vars()
+    for name, entry in env.items():
+        if name in ("TENANT", "JOB_NAME"):
+            continue
+        assert name in known | set(helm_env_entries), f"the shard pods set {name}, which nothing reads"
+        # the same value, or the same Secret reference, as the code server and the run pods get
+        assert entry == helm_env_entries.get(name), f"{name} differs from deploy/helm/values.yaml"
+    for name in ("EMBEDDINGS_DATABASE_URL", "OPENAI_API_KEY"):
+        assert "secretKeyRef" in env[name]["valueFrom"] and "value" not in env[name]
+    requests = container["resources"]["requests"]
+    assert requests == helm["runLauncher"]["config"]["k8sRunLauncher"]["resources"]["requests"]
