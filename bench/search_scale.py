@@ -1,0 +1,217 @@
+"""Search at 1M vectors (issue 11): dense, text and hybrid latency and dense recall per tenant size class.
+
+    .venv/bin/python bench/search_scale.py [--chunks 1000000] [--tenants 1000] [--queries 40] [--keep] [--json]
+
+The pipeline's own cost at scale is bench/curve.py's; this is the read side at a size the pipeline cannot fill on a
+2-core machine in a session. The corpus is written through the pipeline's own store (chunks COPY with their
+tsvector, `vectors.write_vectors`, `vector_tables.promote_large` giving each tenant over the threshold its own
+partition and HNSW graph built in bulk), without a model:
+
+- N chunks over T tenants whose sizes follow Zipf's law (1M over 1,000: the largest ~134k, the median ~270);
+- texts: runs of 2-3 consecutive SciFact abstract sentences (a real vocabulary for BM25);
+- vectors: clustered (32 topics x 64 subtopics, seeded by the text, as bench/curve.py), normalized;
+- queries: SciFact test queries; a query's vector is clustered the same way.
+
+Per size class (the median tenant, the tenant nearest 10k chunks, the largest): `search_mode` p50/p95 in ms for
+dense, text and hybrid (k=10), and dense recall@10 against an exact scan of the same tenant (index scans off).
+The baseline in the same run: that exact scan's own p50 (what every query would cost without the layout).
+`--keep` leaves the schema (`--schema`, default search_scale) for another run, which then only measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact"
+CHUNK_SET = "bench-scale"
+_RNG = np.random.default_rng(1)
+_TOPICS, _SUBTOPICS = _RNG.normal(size=(32, 384)), _RNG.normal(size=(32, 64, 384))
+
+
+def clustered(text: str) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    t, u = int(rng.integers(0, 32)), int(rng.integers(0, 64))
+    v = _TOPICS[t] + 0.6 * _SUBTOPICS[t, u] + 0.25 * rng.normal(size=384)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+class ClusteredQueries:
+    """What `search_mode` needs of a provider: the registered identity, and a query vector."""
+
+    def __init__(self, identity) -> None:
+        self.identity = identity
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return clustered(text)
+
+
+def identity():
+    from embeddings_pipeline.providers.base import ModelIdentity
+
+    return ModelIdentity(provider="ollama", name="bench-clustered", revision="1", dims=384, normalized=True,
+                         max_tokens=512)  # fmt: skip
+
+
+def sentences() -> list[str]:
+    out = []
+    with (SCIFACT / "corpus.jsonl").open() as fh:
+        for line in fh:
+            out.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+", json.loads(line)["text"]) if len(s) > 20)
+    return out
+
+
+def zipf_sizes(total: int, tenants: int) -> list[int]:
+    weights = [1 / (i + 1) for i in range(tenants)]
+    return [max(20, round(total * w / sum(weights))) for w in weights]
+
+
+def load(conn: psycopg.Connection, schema: str, sizes: list[int]) -> dict[str, float]:
+    from embeddings_pipeline.store import vector_tables, vectors
+    from embeddings_pipeline.store.db import copy_rows
+    from embeddings_pipeline.store.tenants import activate_model
+
+    ident = identity()
+    vector_tables.register_model(conn, schema, ident, "ollama:bench-clustered")
+    pool = sentences()
+    columns = ("tenant_id", "chunk_id", "block_id", "doc_id", "ordinal", "text", "content_hash", "token_count",
+               "chunker_version")  # fmt: skip
+    spent = {"chunks_s": 0.0, "vectors_s": 0.0}
+    cursor = 0
+    for t, size in enumerate(sizes):
+        tenant = f"t{t:04d}"
+        rows, pending = [], []
+        for i in range(size):
+            n = 2 + (cursor % 2)
+            text = " ".join(pool[(cursor + j) % len(pool)] for j in range(n))
+            cursor += n
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            doc, ordinal = f"doc-{i // 10}.md", i % 10
+            rows.append((tenant, f"{doc}#{ordinal}", f"{doc}#b{ordinal}", doc, ordinal, text, digest,
+                         len(text.split()), CHUNK_SET))  # fmt: skip
+            pending.append(vectors.PendingChunk(f"{doc}#{ordinal}", digest, text))
+        t0 = time.perf_counter()
+        with conn.transaction():
+            copy_rows(conn, schema, "chunks", columns, rows)
+        t1 = time.perf_counter()
+        for start in range(0, size, 2048):
+            batch = pending[start : start + 2048]
+            vecs = np.stack([clustered(c.text) for c in batch])
+            vectors.write_vectors(conn, schema, ident, tenant, batch, vecs, "bench-scale")
+        spent["chunks_s"] += t1 - t0
+        spent["vectors_s"] += time.perf_counter() - t1
+        activate_model(conn, schema, tenant, ident.model_key, CHUNK_SET)
+        if t % 100 == 0:
+            print(f"loaded {t + 1}/{len(sizes)} tenants", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    promoted = vector_tables.promote_large(conn, schema, ident.model_key)
+    spent["partitions_and_hnsw_s"] = time.perf_counter() - t0
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, "chunks")))
+    spent["tenants_with_own_graph"] = len(promoted)
+    return spent
+
+
+def measure(conn: psycopg.Connection, schema: str, tenant: str, queries: list[str]) -> dict[str, float]:
+    from embeddings_pipeline.search import search_mode
+
+    ident = identity()
+    provider = ClusteredQueries(ident)
+    vt = sql.Identifier(schema, ident.vector_table)
+    took: dict[str, list[float]] = {"dense": [], "text": [], "hybrid": [], "exact": []}
+    recalls = []
+    for query in queries:
+        got: set[str] = set()
+        for mode in ("dense", "text", "hybrid"):
+            t0 = time.perf_counter()
+            hits = search_mode(conn, schema, provider, tenant, query, 10, mode)  # type: ignore[arg-type]
+            took[mode].append(time.perf_counter() - t0)
+            if mode == "dense":
+                got = {h.chunk_id for h in hits}
+        with conn.transaction():
+            conn.execute("SET LOCAL enable_indexscan = off")
+            conn.execute("SET LOCAL enable_bitmapscan = off")
+            t0 = time.perf_counter()
+            exact = conn.execute(
+                sql.SQL("SELECT chunk_id FROM {} WHERE tenant_id = %s ORDER BY embedding <=> %s LIMIT 10").format(vt),
+                (tenant, clustered(query)),
+            ).fetchall()
+            took["exact"].append(time.perf_counter() - t0)
+        recalls.append(len(got & {r[0] for r in exact}) / max(1, len(exact)))
+    out: dict[str, float] = {}
+    for mode, times in took.items():
+        times.sort()
+        out[f"{mode}_p50_ms"] = round(1000 * statistics.median(times), 1)
+        out[f"{mode}_p95_ms"] = round(1000 * times[max(0, int(0.95 * len(times)) - 1)], 1)
+    out["recall_at_10"] = round(statistics.mean(recalls), 3)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--chunks", type=int, default=1_000_000)
+    ap.add_argument("--tenants", type=int, default=1000)
+    ap.add_argument("--queries", type=int, default=40)
+    ap.add_argument("--schema", default="search_scale")
+    ap.add_argument("--keep", action="store_true", help="keep the schema for a later run (which only measures)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("EMBEDDINGS_HOME", str(Path(tempfile.gettempdir()) / "embeddings-bench"))
+    os.environ["EMBEDDINGS_SCHEMA"] = args.schema
+    from embeddings_pipeline.store.session import Database
+
+    database = Database()
+    sizes = zipf_sizes(args.chunks, args.tenants)
+    result: dict[str, object] = {"chunks": sum(sizes), "tenants": len(sizes), "cpus": os.cpu_count()}
+    with psycopg.connect(database.url(), autocommit=True) as c:
+        loaded = c.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{args.schema}".chunks',)).fetchone()[0]
+        if loaded:
+            have = c.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(args.schema, "chunks")))
+            loaded = have.fetchone()[0] == sum(sizes)
+        if not loaded:
+            c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(args.schema)))
+    with database.connect() as conn:
+        if not loaded:
+            t0 = time.perf_counter()
+            result["load"] = load(conn, args.schema, sizes)
+            result["load"]["total_s"] = round(time.perf_counter() - t0, 1)  # type: ignore[index]
+        queries = [json.loads(line)["text"] for line in (SCIFACT / "queries.jsonl").open()][: args.queries]
+        by_size = sorted(range(len(sizes)), key=lambda i: abs(sizes[i] - 10_000))
+        classes = {"median": len(sizes) // 2, "near_10k": by_size[0], "largest": 0}
+        for name, index in classes.items():
+            tenant = f"t{index:04d}"
+            measure(conn, args.schema, tenant, queries[:5])  # warm the caches of this tenant's partition
+            result[name] = {"tenant_chunks": sizes[index], **measure(conn, args.schema, tenant, queries)}
+            print(f"{name}: {json.dumps(result[name])}", file=sys.stderr, flush=True)
+    if not args.keep:
+        with psycopg.connect(database.url(), autocommit=True) as c:
+            c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(args.schema)))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{result['chunks']:,} chunks over {result['tenants']:,} tenants; load: {result.get('load', 'reused')}")
+    heads = "".join(f"{m + ' p50/p95':>20}" for m in ("dense", "text", "hybrid", "exact (no index)"))
+    print(f"{'class':<10}{'chunks':>9}{heads}{'recall@10':>11}")
+    for name in classes:
+        r = result[name]
+        assert isinstance(r, dict)
+        cells = "".join(f"{r[m + '_p50_ms']:>11}/{r[m + '_p95_ms']:<8}" for m in ("dense", "text", "hybrid", "exact"))
+        print(f"{name:<10}{r['tenant_chunks']:>9}{cells}{r['recall_at_10']:>11}")
+
+
+if __name__ == "__main__":
+    main()
