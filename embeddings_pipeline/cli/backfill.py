@@ -151,11 +151,12 @@ def embed_shard(
     Indexed Job (deploy/k8s/shard-job.yaml), N of them at once, on as many machines.
 
     \b
+      embeddings-pipeline backfill --tenant acme --chunks-only   # blocks and chunks, no embedding
       embeddings-pipeline embed-shard --tenant acme --shard 0/2 &
       embeddings-pipeline embed-shard --tenant acme --shard 1/2 &
       wait && embeddings-pipeline materialize --tenant acme   # reuse, index, coverage, checks: once
 
-    Only embeds: the tenant's chunks must exist (a run of blocks and chunks built them); reuse by hash, the
+    Only embeds: the tenant's chunks must exist (`backfill --chunks-only`, or any run); reuse by hash, the
     tenant's partition and HNSW index, coverage and checks are the next run's, which embeds only what the shards
     left. Shards hold a shared lock on the tenant: they run together, never beside a run of it. Exit 1 when a
     chunk of the shard is left without a vector (nothing written is lost: rerun it, or let the run embed them).
