@@ -100,7 +100,7 @@ def test_upgrade_to_tenant_scoped_text_search_keeps_rows_and_answers(pg_url):
                 cur.executemany(
                     sql.SQL("INSERT INTO {}.chunks VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)").format(s), rows
                 )
-            assert migrate(conn, schema) == [10]
+            assert migrate(conn, schema, upto=10) == [10]
             kept = conn.execute(sql.SQL("SELECT tenant_id, chunk_id, text FROM {}.chunks").format(s)).fetchall()
             assert sorted(kept) == sorted((r[0], r[1], r[5]) for r in rows)
             for tenant in ("acme", odd):
@@ -117,6 +117,36 @@ def test_upgrade_to_tenant_scoped_text_search_keeps_rows_and_answers(pg_url):
                 assert hits[0].score > hits[1].score > 0
             assert search_text(conn, schema, "acme3", "impeller") == []  # a tenant with no rows: nothing
             assert search_text(conn, schema, "acme", "tenant") == [] != search_text(conn, schema, "acme", "pump")
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_upgrade_to_term_statistics_counts_existing_chunks(pg_url):
+    """v10 -> v11 creates the BM25 statistics and counts them from the rows already there (two tenants, one with
+    an odd id, sharing chunk ids and words, two chunk sets); later writes keep them exact; search answers as the
+    counted statistics did before the upgrade."""
+    from embeddings_pipeline.search.text import search_text
+
+    from .test_term_stats import ODD, add, assert_exact, row
+
+    schema = f"m_{uuid.uuid4().hex[:10]}"
+    texts = ["pump impeller seals", "impeller impeller rpm", "dock forklift", "pump station pump"]
+    queries = ["impeller", "pump rpm", "forklift seals", "station"]
+    try:
+        with connection(pg_url) as conn:
+            assert migrate(conn, schema, upto=10)[-1] == 10
+            add(conn, schema, [row(t, i + 10 * (s == "v2"), x, s) for t in ("acme", ODD) for s in ("v1", "v2")
+                               for i, x in enumerate(texts) if s == "v1" or i % 2])  # fmt: skip
+            before = {(t, q, s): [(h.chunk_id, round(h.score, 9)) for h in search_text(conn, schema, t, q, 10, s)]
+                      for t in ("acme", ODD) for q in queries for s in (None, "v1", "v2")}  # fmt: skip
+            assert migrate(conn, schema) == [11]
+            assert_exact(conn, schema)
+            after = {key: [(h.chunk_id, round(h.score, 9)) for h in search_text(conn, schema, *key[:2], 10, key[2])]
+                     for key in before}  # fmt: skip
+            assert after == before and before[("acme", "impeller", None)]
+            add(conn, schema, [row(ODD, 9, "impeller added after the upgrade")])
+            assert_exact(conn, schema)
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

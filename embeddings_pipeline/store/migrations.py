@@ -9,6 +9,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from . import terms
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -211,6 +213,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         DROP INDEX IF EXISTS {s}.chunks_set_idx;
         CREATE INDEX chunks_set_idx ON {s}.chunks (tenant_id, chunker_version) INCLUDE (token_count);
         """,
+    ),
+    (
+        11,
+        "BM25 statistics per tenant and chunk set (store/terms.py): each lexeme's document frequency and each set's "
+        "size and token total, kept exact by statement-level triggers on chunks and counted now from the rows",
+        terms.MIGRATION,
     ),
 ]
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from . import terms
 from .db import source_parts
 from .migrations import MIGRATIONS, apply_migration
 
@@ -135,6 +136,7 @@ def ensure_schema(conn: psycopg.Connection, schema: str) -> Damage:
     damage = find_damage(conn, schema)
     if damage:
         repair(conn, schema)
+    terms.ensure_stats(conn, schema, damage.tables)  # text search statistics: recounted if their source was hit
     return damage
 
 
