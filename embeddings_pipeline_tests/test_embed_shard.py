@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
@@ -191,3 +192,25 @@ def test_shards_and_runs_never_overlap(conn, schema, standin, cli, pg_url, monke
     cli("embed-shard", "--tenant", TENANT, "--shard", "0/2")
     out = cli("materialize", "--tenant", TENANT)
     assert "embedded 0, reused 40" in out.output, out.output
+
+
+def test_a_run_started_beside_the_shards_waits_for_them_and_embeds_nothing(conn, schema, standin, cli, monkeypatch):
+    """The automation's run after `--chunks-only` may start while the pods embed: it waits for their shared lock
+    and is then the final run."""
+    provider, _ = chunked(conn, schema, 200)
+    standin.faults.delay_per_input = 0.01  # ~2 s of embedding: the shards hold the tenant meanwhile
+    standin.faults.paths = ("/api/embed",)
+    procs = [start_shard(f"{i}/2", "job-9") for i in range(2)]
+    held = """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted
+                AND objsubid = 2 AND classid::text::bigint = hashtext(%s)::bigint & 4294967295
+                AND objid::text::bigint = hashtext(%s)::bigint & 4294967295"""  # tenant_lock's key, shared
+    deadline = time.monotonic() + 60
+    while conn.execute(held, (f"{schema}:lock", TENANT)).fetchone()[0] < 2:  # type: ignore[index]
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "the shards never held it"
+        time.sleep(0.05)
+    monkeypatch.setenv("EMBEDDINGS_LOCK_TIMEOUT", "120")
+    out = cli("materialize", "--tenant", TENANT)  # blocks until both shards are done
+    results = [finish(p) for p in procs]
+    assert [code for code, _ in results] == [0, 0] and sum(r["embedded"] for _, r in results) == 200
+    assert "embedded 0, reused 200" in out.output, out.output
+    assert tenant_status(conn, schema, TENANT, provider.identity.model_key).missing == 0
