@@ -217,7 +217,9 @@ def embed_shard(
     from . import model_change
 
     conn, schema, tenant = scope
+    asked = time.perf_counter()
     with tenant_lock(conn, schema, tenant, wait_s, shared=True):
+        lock_wait = time.perf_counter() - asked
         provider = model_change.embedding_provider(scope, load or model_change.default_loader, model_key)
         identity = provider.identity  # a remote model is reached here: unreachable -> ProviderError
         chunk_set = model_change.target_chunk_set(scope, provider)
@@ -246,6 +248,8 @@ def embed_shard(
         "missing": missing,
         "documents_not_chunked": not_chunked,
         "texts_per_second": round(embedded / took, 2) if took > 0 else 0.0,
+        "lock_wait_seconds": round(lock_wait, 3),
+        "total_seconds": round(time.perf_counter() - asked, 3),
     }
 
 
