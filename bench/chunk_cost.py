@@ -13,6 +13,8 @@ PostgreSQL. Microseconds per chunk for:
 - blocks SQL: `build_blocks` less parse (reading changed documents, COPY of blocks, bookkeeping);
 - chunks SQL: `build_chunks` less chunk (reading blocks, COPY of chunks with the generated tsvector and its GIN
   index, bookkeeping); `to_tsvector` alone: the same texts through `to_tsvector('english', ...)` in a SELECT;
+  within it the BM25 statistics triggers (migration 11): the chunks deleted and COPied back with the triggers off
+  and on (all of them: a first build; a tenth: a re-chunk of some documents), interleaved, best of 3;
 - vectors SQL: `fill` less the provider's own time: the pending query, the binary COPY of the vectors, coverage;
 - index: the partition of its own and the HNSW build when the tenant first searches with the model;
 - provider: the stand-in's time (subtracted above; its own cost, not the pipeline's).
@@ -143,6 +145,7 @@ def main() -> None:
                 chunks_report, chunks_s = timed(steps.build_chunks, scope, plan)
                 assert chunks_report.chunks_written == n, (chunks_report.chunks_written, n)
                 tsv_s = _tsvector_alone(conn, schema, tenant)
+                stats_us = _statistics_cost(conn, schema, tenant)
 
                 vt = vector_tables.register_model(conn, schema, provider.identity, provider.spec)
                 read_all_s = read_batches_s = float("inf")
@@ -176,6 +179,7 @@ def main() -> None:
                     "blocks_sql_us_per_chunk": round((blocks_s - parse_s) * us, 1),
                     "chunks_sql_us_per_chunk": round((chunks_s - chunk_s) * us, 1),
                     "  to_tsvector_alone_us_per_chunk": round(tsv_s * us, 1),
+                    **stats_us,
                     "vectors_sql_us_per_chunk": round(vectors_sql_s * us, 1),
                     "  pending_read_whole_us_per_chunk": round(read_all_s * us, 1),
                     "  pending_read_streamed_us_per_chunk": round(read_batches_s * us, 1),
@@ -206,6 +210,45 @@ def _time_into(module, name: str, into: dict[str, float], key: str) -> None:
             into[key] += time.perf_counter() - t0
 
     setattr(module, name, wrapper)
+
+
+def _statistics_cost(conn: psycopg.Connection, schema: str, tenant: str) -> dict[str, float]:
+    """The BM25 statistics triggers' share of chunk writes (store/terms.py): the tenant's chunks deleted and
+    COPied back with the triggers off (before migration 11) and on, interleaved, best of 3. `all`: every chunk
+    (a first build: every term row inserted, then deleted); `tenth`: a tenth of them (a re-chunk of some documents
+    in a tenant whose terms mostly exist: updated rows)."""
+    from embeddings_pipeline.store.db import copy_rows, table
+
+    columns = ("tenant_id", "chunk_id", "block_id", "doc_id", "ordinal", "text", "content_hash", "token_count",
+               "chunker_version")  # fmt: skip
+    chunks = table(schema, "chunks")
+    select = sql.SQL("SELECT {} FROM {} WHERE tenant_id = %s ORDER BY chunk_id").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)), chunks
+    )
+    rows = conn.execute(select, (tenant,)).fetchall()
+    best: dict[str, float] = {}
+    for _ in range(3):
+        for part, subset in (("all", rows), ("tenth", rows[::10])):
+            for triggers in ("off", "on"):
+                with conn.transaction():
+                    if triggers == "off":
+                        conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(chunks))
+                    ids = [r[1] for r in subset]
+                    t0 = time.perf_counter()
+                    conn.execute(sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND chunk_id = ANY(%s)").format(chunks),
+                                 (tenant, ids))  # fmt: skip
+                    t1 = time.perf_counter()
+                    copy_rows(conn, schema, "chunks", columns, iter(subset))
+                    t2 = time.perf_counter()
+                    conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(chunks))
+                for stage, took in (("delete", t1 - t0), ("copy", t2 - t1)):
+                    key = f"  chunks_{stage}_{part}_triggers_{triggers}_us_per_chunk"
+                    best[key] = min(best.get(key, float("inf")), round(took * 1e6 / len(subset), 1))
+    for part in ("all", "tenth"):
+        for stage in ("delete", "copy"):
+            on, off = (best[f"  chunks_{stage}_{part}_triggers_{t}_us_per_chunk"] for t in ("on", "off"))
+            best[f"  statistics_{stage}_{part}_added_us_per_chunk"] = round(on - off, 1)
+    return best
 
 
 def _tsvector_alone(conn: psycopg.Connection, schema: str, tenant: str) -> float:

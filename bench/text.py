@@ -1,17 +1,21 @@
 """Text (BM25) search cost against the table's size: does a tenant's query cost follow its own size?
 
-    .venv/bin/python bench/text.py [--sizes 50000,150000,300000] [--queries 40] [--json]
+    .venv/bin/python bench/text.py [--sizes 50000,150000,300000] [--queries 40] [--k 10,100] [--json]
 
 One `chunks` table (the pipeline's own, migrated) holds a large (--large chunks), a medium and a small tenant,
 plus filler tenants of 1,000 chunks each, all cut from the same SciFact sentences, so every tenant's words are
 also every other tenant's (the worst case for an index shared by all tenants). The table grows through --sizes;
-at each size the same SciFact test queries run for each tenant with
+at each size the same SciFact test queries run for each tenant and each k (10: a text search; 100: the text
+ranking hybrid search fuses), the variants interleaved query by query:
 
-- before: the BM25 query as it was (GIN matches of any tenant, then filtered by tenant_id), kept here;
-- now: `search_text`, whose matches are ANDed with the tenant's own lexeme (migration 10).
+- v9: the BM25 query before migration 10 (GIN matches of any tenant, then filtered by tenant_id), kept here;
+- counted: `search_text` before migration 11 (bench/text_previous.py): each term's df counted from its postings
+  within the tenant's lexeme, then the rarest terms' pass and, unless the MaxScore bound over every other term
+  proves it, a pass over every match;
+- now: `search_text`: df from the statistics the triggers keep (store/terms.py), each tsvector cut to the
+  query's lexemes, and a second pass over only the terms a chunk must hold to beat the first pass's k-th score.
 
-Printed: p50/p95 ms per tenant class, before/now ratio, and whether both return the same hits. Text search is
-bounded by the tenant's size when `now` stays flat as the table grows.
+Printed: p50/p95 ms per tenant class and variant, counted/now ratios, and whether all return the same hits.
 """
 
 from __future__ import annotations
@@ -94,18 +98,17 @@ def add_tenant(conn, schema: str, tenant: str, size: int, pool: list[str], rng: 
     conn.commit()
 
 
-def timed(fn, qs: list[str]) -> tuple[list[float], list[list[str]]]:
-    ms, hits = [], []
-    for q in qs:
-        t0 = time.perf_counter()
-        rows = fn(q)
-        ms.append((time.perf_counter() - t0) * 1000)
-        hits.append(rows)
-    return ms, hits
+def timed(fn, q: str) -> tuple[float, list[str]]:
+    t0 = time.perf_counter()
+    hits = fn(q)
+    return (time.perf_counter() - t0) * 1000, hits
 
 
 def p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+VARIANTS = ("v9", "counted", "now")
 
 
 def main() -> None:
@@ -115,10 +118,12 @@ def main() -> None:
     ap.add_argument("--medium", type=int, default=2000)
     ap.add_argument("--small", type=int, default=30)
     ap.add_argument("--queries", type=int, default=40)
+    ap.add_argument("--k", default="10,100", help="result counts to measure (100: hybrid's text candidates)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     from psycopg import sql
+    from text_previous import search_text_counted
 
     from embeddings_pipeline.search.text import search_text
     from embeddings_pipeline.store.db import table
@@ -141,29 +146,43 @@ def main() -> None:
                 conn.autocommit = True  # VACUUM: flush the GIN pending list, as autovacuum would
                 conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table(schema, "chunks")))
                 conn.autocommit = False
-                before_sql = sql.SQL(BEFORE).format(chunks=table(schema, "chunks"))
+                v9_sql = sql.SQL(BEFORE).format(chunks=table(schema, "chunks"))
                 for name in classes:
-                    tenant = f"{name}-tenant"
-
-                    def before(q: str, tenant: str = tenant, query: sql.Composed = before_sql) -> list[str]:
-                        params = {"text": q, "t": tenant, "chunk_set": None, "k": 10}
-                        return [r[0] for r in conn.execute(query, params).fetchall()]
-
-                    def now(q: str, tenant: str = tenant) -> list[str]:
-                        return [h.chunk_id for h in search_text(conn, schema, tenant, q, 10)]
-
-                    timed(now, qs[:5])  # warm the cache for both
-                    timed(before, qs[:5])
-                    b_ms, b_hits = timed(before, qs)
-                    n_ms, n_hits = timed(now, qs)
-                    results.append({
-                        "table_chunks": total, "tenant": name, "tenant_chunks": classes[name],
-                        "before_p50_ms": round(statistics.median(b_ms), 2), "before_p95_ms": round(p(b_ms, 95), 2),
-                        "now_p50_ms": round(statistics.median(n_ms), 2), "now_p95_ms": round(p(n_ms, 95), 2),
-                        "before_over_now_p50": round(statistics.median(b_ms) / statistics.median(n_ms), 2),
-                        "same_hits": b_hits == n_hits,
-                    })  # fmt: skip
-                    print(json.dumps(results[-1]) if args.json else _line(results[-1]), flush=True)
+                    for k in (int(x) for x in args.k.split(",")):
+                        tenant = f"{name}-tenant"
+                        fns = {
+                            "v9": lambda q, t=tenant, k=k, v9=v9_sql: [
+                                r[0] for r in conn.execute(v9, {"text": q, "t": t, "chunk_set": None, "k": k})
+                            ],
+                            "counted": lambda q, t=tenant, k=k: [
+                                r[0] for r in search_text_counted(conn, schema, t, q, k)
+                            ],
+                            "now": lambda q, t=tenant, k=k: [h.chunk_id for h in search_text(conn, schema, t, q, k)],
+                        }
+                        for q in qs[:5]:  # warm the cache for every variant
+                            for fn in fns.values():
+                                fn(q)
+                        ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
+                        same = True
+                        for i, q in enumerate(qs):  # interleaved, the order rotating: load hits all alike
+                            hits = {}
+                            for v in VARIANTS[i % 3 :] + VARIANTS[: i % 3]:
+                                took, hits[v] = timed(fns[v], q)
+                                ms[v].append(took)
+                            same = same and hits["v9"] == hits["counted"] == hits["now"]
+                        conn.rollback()
+                        r: dict[str, object] = {"table_chunks": total, "tenant": name, "tenant_chunks": classes[name],
+                                                "k": k}  # fmt: skip
+                        for v in VARIANTS:
+                            r[f"{v}_p50_ms"] = round(statistics.median(ms[v]), 2)
+                            r[f"{v}_p95_ms"] = round(p(ms[v], 95), 2)
+                        r["counted_over_now_p50"] = round(
+                            statistics.median(ms["counted"]) / statistics.median(ms["now"]), 2
+                        )
+                        r["counted_over_now_p95"] = round(p(ms["counted"], 95) / p(ms["now"], 95), 2)
+                        r["same_hits"] = same
+                        results.append(r)
+                        print(json.dumps(r) if args.json else _line(r), flush=True)
         finally:
             conn.rollback()
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
@@ -171,10 +190,11 @@ def main() -> None:
 
 
 def _line(r: dict[str, object]) -> str:
+    cells = " | ".join(f"{v} {r[f'{v}_p50_ms']:>7}/{r[f'{v}_p95_ms']:>7}" for v in VARIANTS)
     return (
-        f"table {r['table_chunks']:>7} | {r['tenant']:<6} ({r['tenant_chunks']:>6}) | before p50/p95 "
-        f"{r['before_p50_ms']:>7}/{r['before_p95_ms']:>7} ms | now {r['now_p50_ms']:>6}/{r['now_p95_ms']:>6} ms | "
-        f"before/now {r['before_over_now_p50']:>5}x | same hits {r['same_hits']}"
+        f"table {r['table_chunks']:>7} | {r['tenant']:<6} ({r['tenant_chunks']:>6}) k {r['k']:>3} | "
+        f"p50/p95 ms {cells} | "
+        f"counted/now {r['counted_over_now_p50']:>5}x/{r['counted_over_now_p95']:>5}x | same hits {r['same_hits']}"
     )
 
 

@@ -102,3 +102,20 @@ def test_pruned_bm25_pass_gives_the_full_ranking(conn, schema, monkeypatch):
             if query == "cavitation impeller pump":
                 assert len(executes) == (2 if budget == 1 else 1)  # with both rare terms the first pass proves it
                 assert all("Cavitation" in h.text for h in pruned)
+
+
+def test_parallel_hybrid_equals_sequential(tenants, store, conn, schema, provider):
+    """The text ranking on a second connection while the dense one runs: the very hits of `search_mode`."""
+    from embeddings_pipeline.search.parallel import hybrid_parallel
+    from embeddings_pipeline.store.models import chunk_set_of
+
+    chunk_set = chunk_set_of(conn, schema, "acme", provider.identity.model_key)
+    with store.connect() as text_conn:
+        for query in ("XJ-9000", "forklift charging overnight", "freezer alarm", "the and of"):
+            for k in (1, 3, 10):
+                sequential = search_mode(conn, schema, provider, "acme", query, k, "hybrid")
+                parallel = hybrid_parallel(conn, text_conn, schema, provider, "acme", chunk_set, query, k)
+                assert [(h.chunk_id, h.score) for h in parallel] == [(h.chunk_id, h.score) for h in sequential]
+                assert parallel and all(h.doc_id in DOCS for h in parallel)
+        with pytest.raises(ValueError, match="other"):
+            hybrid_parallel(conn, conn, schema, provider, "acme", chunk_set, "x")
