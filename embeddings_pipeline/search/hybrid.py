@@ -46,8 +46,26 @@ def search_mode(
     `candidates` of both). Every mode reads the chunk set the tenant searches with this model."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    chunk_set = chunk_set_of(conn, schema, tenant_id, provider.identity.model_key)
+    return search_chunk_set(conn, schema, provider, tenant_id, chunk_set, query, k, mode, candidates)
+
+
+def search_chunk_set(
+    conn: psycopg.Connection,
+    schema: str,
+    provider: EmbeddingProvider,
+    tenant_id: str,
+    chunk_set: str | None,
+    query: str,
+    k: int = 10,
+    mode: str = "hybrid",
+    candidates: int = 100,
+) -> list[SearchHit]:
+    """`search_mode` over the chunk set the caller already knows (`chunk_set_of`'s answer for this tenant and
+    model, e.g. remembered by the service for a few seconds): the same hits, one read fewer."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     identity = provider.identity
-    chunk_set = chunk_set_of(conn, schema, tenant_id, identity.model_key)
     pool = max(k, candidates) if mode == "hybrid" else k
     dense: list[SearchHit] = []
     if mode != "text":

@@ -9,10 +9,11 @@ Routes (every `/v1/*` route takes `Authorization: Bearer <tenant token>`; the te
 
 Bodies are limited to `max_body` bytes (413); malformed JSON is 400; errors are JSON in OpenAI's shape
 (`errors.py`). Blocking work (PostgreSQL, the model) runs in Starlette's threadpool on pooled connections
-(`psycopg_pool`), one hop and one connection per request; a token found valid a moment ago is answered from
-memory (`auth.py`), so a steady caller's request costs no separate trip for its token. Providers are loaded on
-first use per (model spec, key reference) and kept for the process; concurrent searches of one model embed their
-queries in one batch (`batching.py`).
+(`pool.py`), one hop and one connection per request. A token found valid a moment ago (`auth.py`) and the tenant's
+serving plan, its model and chunk set (`plans.py`), are answered from memory for a few seconds and forgotten at once
+when PostgreSQL announces a revocation or a model switch (`listen.py`), so a steady caller's search reads only its
+own rows and its documents' metadata. Providers are loaded on first use per (model spec, key reference) and kept
+for the process; concurrent searches of one model embed their queries in one batch (`batching.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from psycopg import sql
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -41,12 +42,17 @@ from ..store.db import table
 from ..store.migrations import MIGRATIONS
 from ..store.session import Database
 from ..store.status import TenantStatus
-from .auth import Authenticator, Caller, RevocationListener, admin_token_matches, bearer_token, cache_ttl_from_env
+from ..store.tenants import MODEL_CHANNEL
+from ..store.tokens import REVOKED_CHANNEL
+from .auth import Authenticator, Caller, admin_token_matches, bearer_token, cache_ttl_from_env
 from .counts import all_tenant_counts
 from .embeddings import parse_embeddings, run_embeddings
 from .errors import ApiError
+from .listen import Listener
 from .metrics import ProviderCollector, RequestMetrics, TenantCollector
+from .plans import PLAN_CACHE_S, ServingPlans
 from .plumbing import EXCEPTION_HANDLERS, Timing, read_json
+from .pool import ServicePool
 from .ratelimit import RateLimiter
 from .retrieval import RERANK_CANDIDATES, parse_search, run_search
 from .warm import WarmProviders
@@ -72,18 +78,19 @@ class Service:
         pool_size: int,
         rerank_candidates: int = RERANK_CANDIDATES,
         token_cache_s: float = 0.0,
+        plan_cache_s: float = PLAN_CACHE_S,
     ) -> None:
         self.database, self.schema = database, database.schema
         self.rerank_candidates = rerank_candidates
         self.admin_token = admin_token or None
         self.limiter, self.reranker, self.max_body = limiter, reranker, max_body
-        self.pool = ConnectionPool(
-            database.url(), min_size=min(pool_size, 4), max_size=pool_size, kwargs={"autocommit": True}, open=False,
-            configure=_configure, check=ConnectionPool.check_connection, name="embeddings-service",
-        )  # fmt: skip
+        self.pool = ServicePool(database.url(), pool_size)
         self.auth = Authenticator(self.pool, self.schema, ttl=token_cache_s)
-        self.revocations = RevocationListener(database.url(), self.auth) if token_cache_s > 0 else None
         self.providers = WarmProviders(loader)
+        self.plans = ServingPlans(self.providers, self.schema, ttl=plan_cache_s)
+        handlers = {REVOKED_CHANNEL: self.auth.forget} if token_cache_s > 0 else {}
+        handlers |= {MODEL_CHANNEL: self.plans.forget} if plan_cache_s > 0 else {}
+        self.listener = Listener(database.url(), handlers) if handlers else None
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = RequestMetrics(self.registry, ENDPOINTS)
         self.registry.register(TenantCollector(self.tenant_counts))
@@ -101,14 +108,14 @@ class Service:
                 pass
         except psycopg.Error as exc:
             log.warning("database not reachable at start (%s); /ready says so until it is", type(exc).__name__)
-        self.pool.open(wait=False)
-        if self.revocations is not None:
-            self.revocations.start()
+        self.pool.open()
+        if self.listener is not None:
+            self.listener.start()
         threading.Thread(target=self._warm_up, name="embeddings-warm-up", daemon=True).start()
 
     def stop(self) -> None:
-        if self.revocations is not None:
-            self.revocations.stop()
+        if self.listener is not None:
+            self.listener.stop()
         self.pool.close()
 
     def _warm_up(self) -> None:
@@ -134,8 +141,8 @@ class Service:
 
     def search(self, tenant: str, body: Any) -> dict[str, Any]:
         with self.pool.connection(timeout=10) as conn:
-            provider = self.providers.search(conn, self.schema, tenant)
-            answer = run_search(conn, self.schema, provider, tenant, body, self.reranker, self.rerank_candidates)
+            plan = self.plans.get(conn, tenant)
+            answer = run_search(conn, self.schema, plan, tenant, body, self.reranker, self.rerank_candidates)
         if "rerank" in answer:
             self.reranks.labels("applied" if answer["rerank"]["applied"] else "failed").inc()
         return answer
@@ -188,12 +195,6 @@ class Service:
         return caller
 
 
-def _configure(conn: psycopg.Connection) -> None:
-    from pgvector.psycopg import register_vector
-
-    register_vector(conn)
-
-
 def create_app(
     database: Database | None = None,
     *,
@@ -205,11 +206,13 @@ def create_app(
     pool_size: int | None = None,
     rerank_candidates: int | None = None,
     token_cache_s: float | None = None,
+    plan_cache_s: float = PLAN_CACHE_S,
 ) -> Starlette:
     """The service's ASGI app. Unset values come from the environment: EMBEDDINGS_ADMIN_TOKEN,
     EMBEDDINGS_RATE_LIMIT / EMBEDDINGS_RATE_BURST, EMBEDDINGS_POOL_SIZE (default 10), EMBEDDINGS_RERANK_CANDIDATES
     (default 50, at most 1000), EMBEDDINGS_TOKEN_CACHE_SECONDS (default 5, 0: every request reads its token), and
-    the database's own. `reranker` (`providers.rerank.load_reranker`) enables `"rerank": true`."""
+    the database's own. `plan_cache_s`: how long a tenant's serving plan is remembered (`plans.py`). `reranker`
+    (`providers.rerank.load_reranker`) enables `"rerank": true`."""
     candidates = rerank_candidates or int(os.environ.get("EMBEDDINGS_RERANK_CANDIDATES") or RERANK_CANDIDATES)
     service = Service(
         database or Database(),
@@ -221,6 +224,7 @@ def create_app(
         pool_size=pool_size or int(os.environ.get("EMBEDDINGS_POOL_SIZE", "10")),
         rerank_candidates=min(max(candidates, 1), 1000),
         token_cache_s=cache_ttl_from_env() if token_cache_s is None else token_cache_s,
+        plan_cache_s=plan_cache_s,
     )
 
     async def search(request: Request) -> Response:

@@ -8,7 +8,7 @@
   `last_used_at` is written at most once a minute per token, so authentication stays one indexed read.
 - A token that was found valid is remembered (by its sha256, in memory) for EMBEDDINGS_TOKEN_CACHE_SECONDS (5 s;
   0 turns the cache off), so a steady caller costs no database read per request. `tenants token revoke` notifies
-  every service at once (PostgreSQL NOTIFY on `store.tokens.REVOKED_CHANNEL`, heard by `RevocationListener`), which
+  every service at once (PostgreSQL NOTIFY on `store.tokens.REVOKED_CHANNEL`, heard by `listen.Listener`), which
   forgets the token; a token revoked or erased any other way (plain SQL, `tenants delete`) is refused at the latest
   when its entry expires. Unknown and revoked tokens are never cached: each such request reads the database.
 """
@@ -25,14 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg import sql
-
 from ..store import tokens
 
 if TYPE_CHECKING:
-    from psycopg_pool import ConnectionPool
     from starlette.requests import Request
+
+    from .pool import ServicePool
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +64,7 @@ class Authenticator:
     ones for `ttl` seconds (`cached` answers from memory only, without blocking)."""
 
     def __init__(
-        self, pool: ConnectionPool, schema: str, clock: Callable[[], float] = time.monotonic, ttl: float = 0.0
+        self, pool: ServicePool, schema: str, clock: Callable[[], float] = time.monotonic, ttl: float = 0.0
     ) -> None:
         self.pool, self.schema, self.clock, self.ttl = pool, schema, clock, ttl
         self._touched: dict[str, float] = {}
@@ -124,40 +122,6 @@ class Authenticator:
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-
-
-class RevocationListener:
-    """LISTENs on `tokens.REVOKED_CHANNEL` in a thread of its own and forgets each revoked token at once. While the
-    connection is down it retries every few seconds and forgets every cached token (a notification may be lost)."""
-
-    def __init__(self, url: str, auth: Authenticator, retry_s: float = 3.0) -> None:
-        self.url, self.auth, self.retry_s = url, auth, retry_s
-        self._stop = threading.Event()
-        self.listening = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="embeddings-token-revocations", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(tokens.REVOKED_CHANNEL)))
-                    self.auth.forget()  # anything revoked while nobody listened
-                    self.listening.set()
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=0.5):
-                            self.auth.forget(note.payload or None)
-            except psycopg.Error as exc:
-                log.warning("token revocations not heard (%s); cached tokens expire on their own", type(exc).__name__)
-            self.listening.clear()
-            self.auth.forget()
-            self._stop.wait(self.retry_s)
 
 
 def admin_token_matches(presented: str | None, expected: str) -> bool:

@@ -1,8 +1,9 @@
 """`/v1/search`: the request's checks, `search.search_mode` itself, neighbor expansion and document metadata.
 
-The hits are exactly what `search_mode` returns for the calling tenant (its active model, its chunk set), in the
-same order; `neighbors=N` then adds up to N chunks before and after each hit from the same document and chunk set,
-in reading order (the chunks' `ordinal` within their document), each chunk at most once, marked `"context": true`.
+The hits are exactly what `search_mode` returns for the calling tenant (its active model, its chunk set: the
+tenant's serving plan, `plans.py`), in the same order; `neighbors=N` then adds up to N chunks before and after each
+hit from the same document and chunk set, in reading order (the chunks' `ordinal` within their document), each
+chunk at most once, marked `"context": true`.
 
 `"rerank": true` (with a reranker given to `create_app`, `providers/rerank.py`): the top `candidates` of the mode's
 ranking (EMBEDDINGS_RERANK_CANDIDATES, default 50) are scored by the reranker and the top k by its score are the
@@ -22,13 +23,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..providers.base import EmbeddingProvider, ProviderError
+from ..providers.base import ProviderError
 from ..providers.remote import redact_text
 from ..providers.rerank import Reranker
-from ..search import MODES, SearchHit, rrf, search_mode
+from ..search import MODES, SearchHit, rrf
+from ..search.hybrid import search_chunk_set
 from ..store.db import source_relation, table
-from ..store.models import chunk_set_of, vector_table_of
+from ..store.models import vector_table_of
 from .errors import bad_request
+from .plans import ServingPlan
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ def parse_search(body: object) -> SearchRequest:
 def run_search(
     conn: psycopg.Connection,
     schema: str,
-    provider: EmbeddingProvider,
+    plan: ServingPlan,
     tenant_id: str,
     request: SearchRequest,
     reranker: Reranker | None = None,
@@ -102,13 +105,12 @@ def run_search(
     rerank_info: dict[str, Any] | None = None
     if request.rerank and reranker is not None:
         pool = replace(request, k=max(request.k, candidates))
-        entries, rerank_info = rerank_hits(reranker, request.query, _search(conn, schema, provider, tenant_id, pool),
+        entries, rerank_info = rerank_hits(reranker, request.query, _search(conn, schema, plan, tenant_id, pool),
                                            request.k)  # fmt: skip
     else:
-        entries = [_entry(h) for h in _search(conn, schema, provider, tenant_id, request)]
+        entries = [_entry(h) for h in _search(conn, schema, plan, tenant_id, request)]
     if request.neighbors and entries:
-        chunk_set = chunk_set_of(conn, schema, tenant_id, provider.identity.model_key)
-        entries = with_neighbors(conn, schema, tenant_id, chunk_set, entries, request.neighbors)
+        entries = with_neighbors(conn, schema, tenant_id, plan.chunk_set, entries, request.neighbors)
     documents = document_metadata(conn, schema, tenant_id, sorted({e["doc_id"] for e in entries}))
     for e in entries:
         title, metadata = documents.get(e["doc_id"], ("", {}))
@@ -119,7 +121,7 @@ def run_search(
         "query": request.query,
         "mode": request.mode,
         "k": request.k,
-        "model_key": provider.identity.model_key,
+        "model_key": plan.model_key,
         "hits": entries,
         **({"rerank": rerank_info} if rerank_info is not None else {}),
     }
@@ -157,19 +159,21 @@ def _entry(hit: SearchHit) -> dict[str, Any]:
 
 
 def _search(
-    conn: psycopg.Connection, schema: str, provider: EmbeddingProvider, tenant_id: str, request: SearchRequest
+    conn: psycopg.Connection, schema: str, plan: ServingPlan, tenant_id: str, request: SearchRequest
 ) -> list[SearchHit]:
-    """`search_mode`, also before anything was embedded with the tenant's model (no vector table yet): dense
-    finds nothing then, and hybrid is the text ranking fused alone, as `search_mode` answers over no vectors."""
+    """`search_mode` over the plan's model and chunk set, also before anything was embedded with the tenant's
+    model (no vector table yet): dense finds nothing then, and hybrid is the text ranking fused alone, as
+    `search_mode` answers over no vectors."""
+    provider, chunk_set, query, k = plan.provider, plan.chunk_set, request.query, request.k
     try:
-        return search_mode(conn, schema, provider, tenant_id, request.query, request.k, request.mode, CANDIDATES)
+        return search_chunk_set(conn, schema, provider, tenant_id, chunk_set, query, k, request.mode, CANDIDATES)
     except psycopg.errors.UndefinedTable:  # cheaper than asking first on every request (autocommit: no abort)
-        if request.mode == "text" or vector_table_of(conn, schema, provider.identity.model_key) is not None:
+        if request.mode == "text" or vector_table_of(conn, schema, plan.model_key) is not None:
             raise
     if request.mode == "dense":
         return []
-    text = search_mode(conn, schema, provider, tenant_id, request.query, max(request.k, CANDIDATES), "text")
-    return rrf([[], text])[: request.k]
+    text = search_chunk_set(conn, schema, provider, tenant_id, chunk_set, query, max(k, CANDIDATES), "text")
+    return rrf([[], text])[:k]
 
 
 def with_neighbors(

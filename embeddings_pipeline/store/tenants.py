@@ -13,6 +13,7 @@ from ..text.chunks import OVERFLOW_POLICIES
 from .db import table
 
 _ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]*$"
+MODEL_CHANNEL = "embeddings_tenant_model"  # NOTIFY payload: the tenant id whose search model or chunk set changed
 
 
 @dataclass(frozen=True)
@@ -146,4 +147,5 @@ def activate_model(conn: psycopg.Connection, schema: str, tenant_id: str, model_
                 ).format(models=models, t=t),
                 {"old": before[0]},
             )
+        conn.execute("SELECT pg_notify(%s, %s)", (MODEL_CHANNEL, tenant_id))  # services hear it on commit
     return True
