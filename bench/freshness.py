@@ -11,9 +11,16 @@ new-content sensor's tick, the automation's tick, queue and launch, worker start
 Phases, each with a fresh `dagster dev` and DAGSTER_HOME on the same database and service:
 - `--baseline-yaml PATH` (optional, first): that instance file, the sensors' default interval (15 s) and a
   process per step (EMBEDDINGS_RUN_EXECUTOR=multiprocess), as before `defs/executor.py`;
+- `--baseline-ref REF` (optional, next): the package and its project files at that git ref (PYTHONPATH
+  at a `git archive` copy) with `--baseline-set`s (default: those of `configured`): the code before a change
+  against the code after it;
 - `configured`: the repository's dagster.yaml and the settings given with `--set NAME=VALUE`.
+With `--rounds R` the phases take turns R times, each turn a fresh `dagster dev` with that phase's share of the
+tries. Each try also counts the tenant's runs created after the write (`runs_after_write`: 1 unless a change ran twice).
+The phases and their order are in bench/freshness_events.py's `breakdown`.
 
-    .venv/bin/python bench/freshness.py [--tries 5] [--baseline-yaml PATH] [--set EMBEDDINGS_SENSOR_INTERVAL=5]
+    .venv/bin/python bench/freshness.py [--tries 5] [--rounds 1] [--baseline-yaml PATH] [--baseline-ref REF]
+        [--set EMBEDDINGS_SENSOR_LAG_SECONDS=1]
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,8 +82,12 @@ def stop(proc: subprocess.Popen) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tries", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=1, help="phases take turns this many times (tries split)")
     ap.add_argument("--timeout", type=float, default=180, help="seconds one try may take")
     ap.add_argument("--baseline-yaml", type=Path, help="run a first phase with this dagster.yaml and defaults")
+    ap.add_argument("--baseline-ref", help="a phase before `configured` with the code of this git ref")
+    ap.add_argument("--baseline-set", action="append", metavar="NAME=VALUE",
+                    help="settings of the --baseline-ref phase (default: those of `configured`)")  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the temporary home (logs, instances) and say where")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="settings of `configured`")
     args = ap.parse_args()
@@ -104,6 +114,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, home: Path, procs: list[subprocess.Popen]) -> dict[str, object]:
+    from bench.freshness_events import summarize
     from embeddings_pipeline.store.documents import SourceDocument, upsert_documents
     from embeddings_pipeline.store.session import Database
     from embeddings_pipeline.store.tokens import create_token
@@ -129,38 +140,70 @@ def run(args: argparse.Namespace, home: Path, procs: list[subprocess.Popen]) -> 
         subprocess.run([str(CLI), "tenants", "set", TENANT, "--model", SPEC, "--key-env", "FRESH_SERVICE_TOKEN"],
                        check=True, capture_output=True)  # fmt: skip
         before = {"EMBEDDINGS_SENSOR_INTERVAL": "15", "EMBEDDINGS_RUN_EXECUTOR": "multiprocess"}  # as it was
-        phases = [("baseline", args.baseline_yaml, before)] if args.baseline_yaml else []
-        phases.append(("configured", ROOT / "dagster.yaml", dict(s.split("=", 1) for s in args.set)))
-        out["phases"] = {}
-        for name, yaml, settings in phases:
-            dagster_home = home / f"dagster-{name}"
-            dagster_home.mkdir()
-            shutil.copyfile(yaml, dagster_home / "dagster.yaml")
-            env = {**os.environ, **settings, "DAGSTER_HOME": str(dagster_home)}
-            subprocess.run([str(CLI), "materialize", "--tenant", TENANT], env=env, check=True, capture_output=True)
-            log = open(home / f"dagster-dev-{name}.log", "w")  # noqa: SIM115
-            ui = free_port()
-            dev = subprocess.Popen([str(CLI), "dev", "--port", str(ui)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
-            procs.append(dev)
-            wait_http(f"http://127.0.0.1:{ui}/server_info", dev, 240)
-            first_tick_after(dagster_home, "new_content_sensor", time.time(), 120)  # the daemon is ticking
-            tries = []
-            for i in range(args.tries):
-                text = f"Note {name} {i}: " + " ".join(WORDS[(i * 5 + k) % len(WORDS)] for k in range(8)) + \
-                       f" checked on shift {uuid.uuid4().hex[:6]}."  # fmt: skip
-                doc = SourceDocument(doc_id=f"new-{name}-{i}.txt", body=text, format="text")
-                upsert_documents(conn, schema, TENANT, [doc])
-                written = time.time()
-                seen = poll(url, search_token, text, doc.doc_id, written, args.timeout)
-                tries.append({"searchable_s": round(seen["dense"] - written, 2),
-                              "text_searchable_s": round(seen["text"] - written, 2),
-                              **breakdown(dagster_home, TENANT, written, seen["dense"])})  # fmt: skip
-                time.sleep(1)
-            stop(dev)
-            log.close()
-            out["phases"][name] = {"settings": settings, "instance_yaml": str(yaml), **summarize(tries), "tries": tries}
+        configured = dict(s.split("=", 1) for s in args.set)
+        phases = [("baseline", args.baseline_yaml, before, None)] if args.baseline_yaml else []
+        if args.baseline_ref:
+            code = code_of(args.baseline_ref, home / "code-before")
+            settings = dict(s.split("=", 1) for s in args.baseline_set) if args.baseline_set else configured
+            phases.append((f"code@{args.baseline_ref}", code / "dagster.yaml", settings, code))
+        phases.append(("configured", ROOT / "dagster.yaml", configured, None))
+        results: dict[str, list[dict]] = {name: [] for name, *_ in phases}
+        for r in range(args.rounds):  # the phases take turns, so the machine's load hits each alike
+            for name, yaml, settings, code in phases:
+                n = args.tries // args.rounds + (r < args.tries % args.rounds)
+                ctx = (conn, schema, url, search_token)
+                results[name] += phase_round(args, home, procs, ctx, name, yaml, settings, code, n, len(results[name]))
+        out["phases"] = {name: {"settings": settings, "instance_yaml": str(yaml), **summarize(results[name]),
+                                "tries": results[name]} for name, yaml, settings, _ in phases}  # fmt: skip
     return out
+
+
+def phase_round(args: argparse.Namespace, home: Path, procs: list[subprocess.Popen], ctx: tuple, name: str,
+                yaml: Path, settings: dict[str, str], code: Path | None, n: int, first: int) -> list[dict]:  # fmt: skip
+    """`n` tries of one phase under a fresh `dagster dev` (the phase's DAGSTER_HOME is kept across rounds)."""
+    from bench.freshness_events import breakdown, first_tick_after
+    from embeddings_pipeline.store.documents import SourceDocument, upsert_documents
+
+    conn, schema, url, search_token = ctx
+    dagster_home = home / f"dagster-{name.replace('@', '-').replace('/', '-')}"
+    dagster_home.mkdir(exist_ok=True)
+    shutil.copyfile(yaml, dagster_home / "dagster.yaml")
+    env = {**os.environ, **settings, "DAGSTER_HOME": str(dagster_home)}
+    if code is not None:  # every process of the phase (CLI, webserver, daemon, run workers) runs that code
+        env["PYTHONPATH"] = str(code)
+    subprocess.run([str(CLI), "materialize", "--tenant", TENANT], env=env, check=True, capture_output=True)
+    log = open(dagster_home.with_name(f"{dagster_home.name}.log"), "a")  # noqa: SIM115
+    ui = free_port()
+    dev = subprocess.Popen([str(CLI), "dev", "--port", str(ui)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)  # fmt: skip
+    procs.append(dev)
+    wait_http(f"http://127.0.0.1:{ui}/server_info", dev, 240)
+    first_tick_after(dagster_home, "new_content_sensor", time.time(), 120)  # the daemon is ticking
+    tries = []
+    for i in range(first, first + n):
+        text = f"Note {name} {i}: " + " ".join(WORDS[(i * 5 + k) % len(WORDS)] for k in range(8)) + \
+               f" checked on shift {uuid.uuid4().hex[:6]}."  # fmt: skip
+        doc = SourceDocument(doc_id=f"new-{name}-{i}.txt", body=text, format="text")
+        upsert_documents(conn, schema, TENANT, [doc])
+        written = time.time()
+        seen = poll(url, search_token, text, doc.doc_id, written, args.timeout)
+        tries.append({"searchable_s": round(seen["dense"] - written, 2),
+                      "text_searchable_s": round(seen["text"] - written, 2),
+                      **breakdown(dagster_home, TENANT, written, seen["dense"])})  # fmt: skip
+        time.sleep(1)
+    stop(dev)
+    log.close()
+    return tries
+
+
+def code_of(ref: str, where: Path) -> Path:
+    """The package, dagster.yaml, workspace.yaml and pyproject.toml as they are at git `ref` (git archive: the
+    checkout is not touched), for a phase that measures that code against the working tree's in the same run."""
+    where.mkdir()
+    paths = ["embeddings_pipeline", "dagster.yaml", "workspace.yaml", "pyproject.toml"]  # dg finds the project by it
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, *paths], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive.stdout, check=True)
+    return where
 
 
 def poll(url: str, token: str, text: str, doc_id: str, written: float, timeout: float) -> dict[str, float]:
@@ -182,117 +225,6 @@ def poll(url: str, token: str, text: str, doc_id: str, written: float, timeout: 
                 return seen
             time.sleep(0.2)
     raise SystemExit(f"{doc_id} not searchable within {timeout:.0f} s")
-
-
-def _instance(dagster_home: Path):
-    import dagster as dg
-
-    return dg.DagsterInstance.from_config(str(dagster_home))
-
-
-def _ticks(instance, sensor: str, after: float) -> list:
-    after = float(after)
-    states = [s for s in instance.all_instigator_state() if s.instigator_name == sensor]
-    ticks = [t for s in states for t in instance.get_ticks(s.instigator_origin_id, s.selector_id, after=after)]
-    return sorted(ticks, key=lambda t: t.timestamp)
-
-
-def _cursor_moved(ticks: list, after: float):
-    """The first tick after `after` that moved the sensor's cursor (it reported changes; such a tick reports
-    asset events and requests no run, so Dagster files it as skipped with an empty result)."""
-    previous = None
-    for t in ticks:
-        if t.timestamp > after and previous is not None and t.cursor != previous:
-            return t
-        previous = t.cursor
-    return None
-
-
-def first_tick_after(dagster_home: Path, sensor: str, after: float, timeout: float) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        with _instance(dagster_home) as instance:
-            if any(t.end_timestamp for t in _ticks(instance, sensor, after)):
-                return
-        time.sleep(0.5)
-    raise SystemExit(f"{sensor} did not tick within {timeout:.0f} s")
-
-
-def breakdown(dagster_home: Path, tenant: str, written: float, found: float) -> dict[str, object]:
-    """Where the seconds between the write and the first dense hit went (each figure from the instance)."""
-    import dagster as dg
-
-    end = time.time() + 120  # the run's last events (its checks, its end) come after the row is searchable
-    while time.time() < end:
-        with _instance(dagster_home) as instance:
-            records = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": tenant}))
-            if all(r.end_time for r in records if r.create_timestamp.timestamp() >= written):
-                break
-        time.sleep(0.5)
-    with _instance(dagster_home) as instance:
-        sensed = _cursor_moved(_ticks(instance, "new_content_sensor", written - 120), written)
-        records = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": tenant}))
-        runs = sorted(
-            (r for r in records if r.create_timestamp.timestamp() >= written), key=lambda r: r.create_timestamp
-        )
-        if sensed is None or not runs:
-            return {"breakdown": "no sensor tick or run found"}
-        run = runs[0]
-        requested = next((t for t in _ticks(instance, "embeddings_automation", written)
-                          if run.dagster_run.run_id in t.run_ids), None)  # fmt: skip
-        events = instance.all_logs(run.dagster_run.run_id)
-        created = run.create_timestamp.timestamp()
-        out: dict[str, object] = {
-            "sensor_tick_s": round(sensed.timestamp - written, 2),  # waiting for the tick (interval, lag)
-            "sensor_tick_run_s": round((sensed.end_timestamp or sensed.timestamp) - sensed.timestamp, 2),
-        }
-        sensed_end = sensed.end_timestamp or sensed.timestamp
-        between = [t for t in _ticks(instance, "embeddings_automation", sensed.timestamp) if requested is None or
-                   t.timestamp <= requested.timestamp]  # fmt: skip
-        out["automation_ticks"] = [[round(t.timestamp - written, 1), round((t.end_timestamp or t.timestamp)
-                                    - t.timestamp, 1), t.status.value] for t in between]  # fmt: skip
-        if requested is not None:
-            out["automation_tick_s"] = round(requested.timestamp - sensed_end, 2)
-            out["automation_tick_run_s"] = round(created - requested.timestamp, 2)
-        out["queued_to_started_s"] = round((run.start_time or created) - created, 2)  # dequeue, launch, worker start
-        steps: dict[str, float] = {}
-        starts: dict[str, float] = {}
-        first_step = last_step = None
-        for e in events:
-            kind = e.dagster_event_type
-            if kind == dg.DagsterEventType.STEP_START:
-                starts[e.step_key] = e.timestamp
-                first_step = first_step or e.timestamp
-            elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE) and e.step_key in starts:
-                steps[e.step_key] = round(e.timestamp - starts[e.step_key], 2)
-                last_step = e.timestamp
-            elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION and e.step_key == "embeddings":
-                meta = {k: getattr(v, "value", v) for k, v in e.asset_materialization.metadata.items()}
-                rate, n = float(meta.get("texts_per_second") or 0), int(meta.get("embedded") or 0)
-                out["embed_calls_s"] = round(n / rate, 3) if rate else 0.0
-                out["materialized_to_found_s"] = round(found - e.timestamp, 2)  # the vector is written before
-        out["worker_start_to_first_step_s"] = round((first_step or created) - (run.start_time or created), 2)
-        out["steps_s"] = steps
-        out["step_gaps_s"] = round((last_step or 0) - (first_step or 0) - sum(steps.values()), 2)
-        out["run_s"] = round((run.end_time or found) - (run.start_time or created), 2)
-        out["run_id"] = run.dagster_run.run_id
-    return out
-
-
-def summarize(tries: list[dict]) -> dict[str, object]:
-    """p50 of each figure over the tries."""
-
-    def p50(key: str) -> float | None:
-        values = [t[key] for t in tries if isinstance(t.get(key), (int, float))]
-        return round(statistics.median(values), 2) if values else None
-
-    keys = dict.fromkeys(k for t in tries for k, v in t.items() if isinstance(v, (int, float)))
-    steps: dict[str, list[float]] = {}
-    for t in tries:
-        for step, seconds in t.get("steps_s", {}).items():
-            steps.setdefault(step, []).append(seconds)
-    return {"p50": {k: p50(k) for k in keys},
-            "p50_steps_s": {s: round(statistics.median(v), 2) for s, v in steps.items()}}  # fmt: skip
 
 
 if __name__ == "__main__":
