@@ -170,12 +170,12 @@ def test_pruned_passes_need_not_score_every_match(conn, schema, monkeypatch):
             for i in range(90)]  # fmt: skip
     add(conn, schema, rows, copy=True)
     conn.commit()
-    seen: list[list[str]] = []
+    seen: list[str] = []
     real = conn.execute
 
     def spy(query, params=None, *args, **kwargs):
         if isinstance(params, dict) and "match" in params:
-            seen.append(list(params["match"]))
+            seen.append(" ; ".join(params["match"]))
         return real(query, params, *args, **kwargs)
 
     monkeypatch.setattr(text_search, "PRUNED_POSTINGS", 10**9)
@@ -185,7 +185,7 @@ def test_pruned_passes_need_not_score_every_match(conn, schema, monkeypatch):
     pruned = ranking(conn, schema, "logs", "cavitation impeller pump", 5)
     monkeypatch.setattr(conn, "execute", real)
     assert pruned == full and len(full) == 5
-    assert seen[0] == ["cavit"] and len(seen) <= 2 and all("pump" not in m for m in seen)  # pump: in every chunk
+    assert seen[0] == "'cavit'" and len(seen) <= 2 and all("pump" not in m for m in seen)  # pump: in every chunk
 
 
 def test_drift_repair_rebuilds_lost_statistics(store, conn, schema):
@@ -219,3 +219,57 @@ def test_a_tenant_without_chunks_finds_nothing(conn, schema, tenant):
     add(conn, schema, [row("other", 0, "pump impeller")])
     assert search_text(conn, schema, tenant, "pump impeller") == []
     assert search_text(conn, schema, "other", "tenant " + tenant) == []
+
+
+def test_combinations_are_the_minimal_sets_above_the_threshold():
+    """Against brute force over every subset: the clauses are exactly the minimal sets whose bounds sum above the
+    threshold (None past MAX_CLAUSES)."""
+    import itertools
+    import random
+
+    rng = random.Random(5)
+    for _ in range(200):
+        bounds = sorted((round(rng.uniform(0.1, 5), 2) for _ in range(rng.randint(0, 7))), reverse=True)
+        common = [(f"t{i}", b) for i, b in enumerate(bounds)]
+        threshold = rng.uniform(0, sum(bounds) + 1)
+        above = [set(s) for r in range(len(common) + 1) for s in itertools.combinations(common, r)
+                 if sum(b for _, b in s) > threshold]  # fmt: skip
+        minimal = [s for s in above if not any(o < s for o in above)]
+        got = text_search._combinations(common, threshold)
+        if len(minimal) > text_search.MAX_CLAUSES:
+            assert got is None
+        else:
+            assert got is not None
+            assert sorted(map(sorted, got)) == sorted(sorted(t for t, _ in s) for s in minimal)
+
+
+def test_second_pass_by_combinations_or_any_term_gives_the_full_ranking(conn, schema, monkeypatch):
+    """Many common terms, few rare ones: the second pass matches only combinations of common terms (or, past
+    MAX_CLAUSES, any term that can matter), merged with the first pass: the ranking of scoring every match."""
+    rng = __import__("random").Random(3)
+    words = ["pump", "valve", "station", "pressure", "crew", "seal", "rotor", "flow", "gauge", "pipe"]
+    rows = [row("plant", i, " ".join(rng.sample(words, rng.randint(1, 6)) + (["cavitation"] if i % 23 == 0 else [])))
+            for i in range(300)]  # fmt: skip
+    add(conn, schema, rows, copy=True)
+    seen: list[str] = []
+    real = conn.execute
+
+    def spy(query, params=None, *args, **kwargs):
+        if isinstance(params, dict) and "match" in params:
+            seen.append(" ; ".join(params["match"]))
+        return real(query, params, *args, **kwargs)
+
+    queries = ["cavitation pump valve station pressure", "cavitation seal rotor flow gauge pipe crew", "pump valve"]
+    for query in queries:
+        for k in (1, 5, 20):
+            monkeypatch.setattr(text_search, "PRUNED_POSTINGS", 10**9)
+            full = ranking(conn, schema, "plant", query, k)
+            assert len(full) == k
+            monkeypatch.setattr(text_search, "PRUNED_POSTINGS", 20)
+            for clauses in (64, 1):
+                monkeypatch.setattr(text_search, "MAX_CLAUSES", clauses)
+                monkeypatch.setattr(conn, "execute", spy)
+                pruned = ranking(conn, schema, "plant", query, k)
+                monkeypatch.setattr(conn, "execute", real)
+                assert pruned == full, (query, k, clauses)
+    assert any("&" in m for m in seen)  # some second pass matched combinations only

@@ -54,34 +54,36 @@ SELECT t.lexeme,
         WHERE c.tenant_id = %(t)s AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)) corpus
 """
 
-# Top k of the chunks matching any of %(match)s, scored over every query term (%(lexemes)s with their idf). Each
-# candidate's tsvector is cut to the query's lexemes first (setweight marks them, ts_filter keeps them with their
-# positions, so tf is unchanged): the scoring join reads a few rows per chunk, not every lexeme the chunk holds.
+# Top k of the chunks matching any of the tsqueries {match} (`_score`: one GIN scan each, ANDed with the tenant's
+# lexeme: a short query per scan is cheap for the index, a long one is checked against every posting it reads),
+# scored over every query term (%(lexemes)s with their idf). Each candidate's tsvector is cut to the query's
+# lexemes first (setweight marks them, ts_filter keeps them with their positions, so tf is unchanged) and summed in
+# its own lexeme order, whatever the plan: a chunk scores the same float in every pass, so passes merge exactly.
+# Ties go by chunk_id in byte order (COLLATE "C", as Python sorts the merge). The tenant_id filter is kept off the
+# btree indexes (`|| ''`): the lexeme bounds the GIN scans, and ANDing a bitmap of a large tenant's rows only costs.
 _SCORE = r"""
-WITH q AS (SELECT * FROM unnest(%(lexemes)s::text[], %(idf)s::float8[]) AS q(lexeme, idf)),
-top AS (
+WITH top AS (
     SELECT c.chunk_id,
-           sum(q.idf * cardinality(u.positions) * (0.9 + 1)
-               / (cardinality(u.positions) + 0.9 * (1 - 0.4 + 0.4 * c.token_count / %(avglen)s))) AS score
+           (SELECT sum((%(idf)s::float8[])[array_position(%(lexemes)s::text[], u.lexeme)]
+                       * cardinality(u.positions) * (0.9 + 1)
+                       / (cardinality(u.positions) + 0.9 * (1 - 0.4 + 0.4 * c.token_count / %(avglen)s)))
+              FROM unnest(ts_filter(setweight(c.tsv, 'A', %(lexemes)s::text[]), '{{a}}'))
+                   AS u(lexeme, positions, weights)) AS score
       FROM {chunks} c
-     CROSS JOIN LATERAL unnest(ts_filter(setweight(c.tsv, 'A', %(lexemes)s::text[]), '{{a}}'))
-           AS u(lexeme, positions, weights)
-      JOIN q ON q.lexeme = u.lexeme
-     WHERE c.tenant_id = %(t)s AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
-       AND c.tsv @@ (SELECT ('(' || string_agg('''' || replace(replace(m, '\', '\\'), '''', '''''') || '''', ' | ')
-                             || ') & ''tenant ' || md5(%(t)s) || '''')::tsquery
-                       FROM unnest(%(match)s::text[]) AS m)
-     GROUP BY c.chunk_id
-     ORDER BY score DESC, c.chunk_id
+     WHERE (c.tenant_id || '') = %(t)s AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
+       AND ({match})
+     ORDER BY score DESC, c.chunk_id COLLATE "C"
      LIMIT %(k)s
 )
 SELECT c.chunk_id, c.doc_id, c.text, top.score
   FROM top JOIN {chunks} c ON c.tenant_id = %(t)s AND c.chunk_id = top.chunk_id
- ORDER BY top.score DESC, top.chunk_id
+ ORDER BY top.score DESC, top.chunk_id COLLATE "C"
 """
 
-# Postings the first, pruned pass reads at most (its rarest terms').
+# Postings the first, pruned pass reads at most (its rarest terms'), and the most clauses of a second pass that
+# matches only the combinations of common terms able to reach the first pass's k-th score.
 PRUNED_POSTINGS = 2000
+MAX_CLAUSES = 64
 _MAX_TF_WEIGHT = 0.9 + 1  # tf * (k1 + 1) / (tf + k1 * norm) < k1 + 1
 
 Terms = list[tuple[str, float]]  # (lexeme, df), rarest first
@@ -98,9 +100,10 @@ def search_text(
     """Top-k chunks of `tenant_id` by BM25 over the chunk texts; empty when no query word is indexed.
 
     Exact, in at most two passes (MaxScore): first only the chunks holding one of the rarest terms are scored
-    (over every term); their k-th score is a threshold. A term adds less than its idf times (k1 + 1), so a chunk
-    holding only the commonest terms, whose bounds sum to no more than the threshold, cannot enter the top k: the
-    second pass scores the chunks holding any other term, and is skipped when no term is left."""
+    (over every term); their k-th score is a threshold. A term adds less than its bound, idf times (k1 + 1), so a
+    chunk holding none of the rarest terms can enter the top k only if the bounds of the terms it holds sum above
+    the threshold: the second pass scores only the chunks holding such a combination (the minimal ones, as a
+    tsquery; or, when there are too many, any term not too common to matter), and is skipped when none exists."""
     validate_tenant_id(tenant_id)
     if k < 1:
         raise ValueError("k must be at least 1")
@@ -111,14 +114,31 @@ def search_text(
     terms, n, avglen = stats
     idf = {lexeme: _idf(n, df) for lexeme, df in terms}
     params |= {"lexemes": list(idf), "idf": list(idf.values()), "avglen": avglen, "k": k}
-    score = sql.SQL(_SCORE).format(chunks=table(schema, "chunks"))
+    chunks = table(schema, "chunks")
     rare = _rarest(terms)
-    rows = conn.execute(score, params | {"match": [lexeme for lexeme, _ in terms[:rare]]}).fetchall()
+    rows = _score(conn, chunks, params, [" | ".join(_quoted(lexeme) for lexeme, _ in terms[:rare])])
     threshold = float(rows[-1][3]) if len(rows) == k else 0.0
-    essential = _essential(terms, idf, rare, threshold)
-    if essential == rare:
+    common = [(lexeme, idf[lexeme] * _MAX_TF_WEIGHT) for lexeme, _ in terms[rare:]]
+    clauses = _combinations(common, threshold)
+    if clauses == []:
         return _hits(rows)
-    return _hits(conn.execute(score, params | {"match": [lexeme for lexeme, _ in terms[:essential]]}).fetchall())
+    if clauses is None:  # too many: the chunks holding any common term that can matter
+        clauses = [[lexeme] for lexeme, _ in common[: _essential(common, threshold)]]
+    more = _score(conn, chunks, params, [" & ".join(map(_quoted, clause)) for clause in clauses])
+    merged = {r[0]: r for r in rows} | {r[0]: r for r in more}
+    return _hits(sorted(merged.values(), key=lambda r: (-float(r[3]), r[0].encode()))[:k])
+
+
+_SCAN = "c.tsv @@ ('(' || {} || ') & ''tenant ' || md5(%(t)s) || '''')::tsquery"
+
+
+def _score(conn: psycopg.Connection, chunks: sql.Composable, params: dict[str, object], match: list[str]) -> list:
+    """`_SCORE` over the chunks matching any of the tsquery texts in `match` (each with the tenant's lexeme)."""
+    scans = sql.SQL(" OR ").join(sql.SQL(_SCAN).format(sql.Placeholder(f"m{i}")) for i in range(len(match)))
+    named = {f"m{i}": m for i, m in enumerate(match)}
+    return conn.execute(
+        sql.SQL(_SCORE).format(chunks=chunks, match=scans), params | {"match": match} | named
+    ).fetchall()
 
 
 def term_stats(conn: psycopg.Connection, schema: str, params: dict[str, object]) -> tuple[Terms, float, float] | None:
@@ -146,14 +166,39 @@ def _rarest(terms: Terms) -> int:
     return count
 
 
-def _essential(terms: Terms, idf: dict[str, float], rare: int, threshold: float) -> int:
-    """How many of the rarest terms a chunk must hold one of to reach `threshold`: the commonest terms are left
-    out while their bounds sum to at most the threshold (never the first pass's own terms)."""
-    essential, bound = len(terms), 0.0
-    while essential > rare and bound + idf[terms[essential - 1][0]] * _MAX_TF_WEIGHT <= threshold:
+def _combinations(common: list[tuple[str, float]], threshold: float) -> list[list[str]] | None:
+    """The minimal sets of `common` terms (lexeme, bound; rarest first, so largest bound first) whose bounds sum
+    above `threshold`: a chunk holding none of the rarest terms scores under the sum of its terms' bounds, so it
+    can reach the threshold only by holding one of these. None when there are more than MAX_CLAUSES."""
+    out: list[list[str]] = []
+    suffix = [0.0] * (len(common) + 1)
+    for i in range(len(common) - 1, -1, -1):
+        suffix[i] = suffix[i + 1] + common[i][1]
+
+    def walk(i: int, chosen: list[str], total: float) -> bool:
+        if total > threshold:  # adding in falling bound order, so removing any chosen term falls under it
+            out.append(chosen)
+            return len(out) <= MAX_CLAUSES
+        if i == len(common) or total + suffix[i] <= threshold:
+            return True
+        return walk(i + 1, [*chosen, common[i][0]], total + common[i][1]) and walk(i + 1, chosen, total)
+
+    return out if walk(0, [], 0.0) else None
+
+
+def _essential(common: list[tuple[str, float]], threshold: float) -> int:
+    """How many of the `common` terms matter: the commonest are left out while their bounds sum to at most the
+    threshold (a chunk holding only those scores under it)."""
+    essential, bound = len(common), 0.0
+    while essential > 0 and bound + common[essential - 1][1] <= threshold:
         essential -= 1
-        bound += idf[terms[essential][0]] * _MAX_TF_WEIGHT
+        bound += common[essential][1]
     return essential
+
+
+def _quoted(lexeme: str) -> str:
+    """A lexeme as a tsquery operand, literally (quoted; a backslash or quote inside escaped): never syntax."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _idf(n: float, df: float) -> float:
