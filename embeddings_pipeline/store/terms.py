@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS {s}.chunk_terms (
     chunk_set text NOT NULL,
     df        bigint NOT NULL,
     PRIMARY KEY (tenant_id, lexeme, chunk_set)
-);
+) WITH (fillfactor = 80);
 CREATE TABLE IF NOT EXISTS {s}.chunk_corpus (
     tenant_id text NOT NULL,
     chunk_set text NOT NULL,
