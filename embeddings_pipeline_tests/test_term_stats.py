@@ -273,3 +273,33 @@ def test_second_pass_by_combinations_or_any_term_gives_the_full_ranking(conn, sc
                 monkeypatch.setattr(conn, "execute", real)
                 assert pruned == full, (query, k, clauses)
     assert any("&" in m for m in seen)  # some second pass matched combinations only
+
+
+def test_concurrent_writers_keep_statistics_exact(conn, schema, pg_url):
+    """Two connections COPY chunks of one tenant and chunk set at once (the same words, other chunk ids) while a
+    third deletes another tenant's: no count is lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from embeddings_pipeline.store.db import connection
+
+    add(conn, schema, [row("other", i, TEXTS[i % 4]) for i in range(200)], copy=True)
+
+    def write(worker: int) -> None:
+        with connection(pg_url) as c:
+            for batch in range(5):
+                rows = [row("acme", 1000 * worker + 100 * batch + i, f"{TEXTS[i % 4]} w{worker} b{batch}")
+                        for i in range(50)]  # fmt: skip
+                with c.transaction():
+                    add(c, schema, rows, copy=True)
+
+    def erase() -> None:
+        with connection(pg_url) as c:
+            for i in range(0, 200, 20):
+                c.execute(sql.SQL("DELETE FROM {} WHERE tenant_id = 'other' AND ordinal < %s").format(
+                    table(schema, "chunks")), (i,))  # fmt: skip
+
+    with ThreadPoolExecutor(3) as pool:
+        for future in [pool.submit(write, 1), pool.submit(write, 2), pool.submit(erase)]:
+            future.result()
+    assert_exact(conn, schema)
+    assert {t: n for t, _, n, _ in stored(conn, schema)[1]}["acme"] == 500
