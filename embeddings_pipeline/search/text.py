@@ -124,7 +124,7 @@ def search_text(
         return _hits(rows)
     if clauses is None:  # too many: the chunks holding any common term that can matter
         clauses = [[lexeme] for lexeme, _ in common[: _essential(common, threshold)]]
-    more = _score(conn, chunks, params, [" & ".join(map(_quoted, clause)) for clause in clauses])
+    more = _score(conn, chunks, params, _grouped(clauses))
     merged = {r[0]: r for r in rows} | {r[0]: r for r in more}
     return _hits(sorted(merged.values(), key=lambda r: (-float(r[3]), r[0].encode()))[:k])
 
@@ -184,6 +184,20 @@ def _combinations(common: list[tuple[str, float]], threshold: float) -> list[lis
         return walk(i + 1, [*chosen, common[i][0]], total + common[i][1]) and walk(i + 1, chosen, total)
 
     return out if walk(0, [], 0.0) else None
+
+
+def _grouped(clauses: list[list[str]]) -> list[str]:
+    """The clauses as one tsquery per leading term, `a & ((b & c) | d)`: the same matches, and each scan reads its
+    leading term's postings once (a scan per clause reads them again for every clause; one scan of them all checks
+    the whole query against every posting of every term)."""
+    groups: dict[str, list[list[str]]] = {}
+    for first, *rest in clauses:
+        groups.setdefault(first, []).append(rest)
+    out = []
+    for first, rests in groups.items():
+        either = " | ".join("(" + " & ".join(map(_quoted, rest)) + ")" for rest in rests if rest)
+        out.append(_quoted(first) + (f" & ({either})" if all(rests) else ""))  # minimal: alone, or never alone
+    return out
 
 
 def _essential(common: list[tuple[str, float]], threshold: float) -> int:
