@@ -8,7 +8,11 @@ whose vectors are their originals' plus noise, all written by the pipeline's own
 Then for each mode (dense, text, hybrid) and tenant:
 
 - warm `/v1/search` latency, p50 and p95 over `--queries` of the dataset's queries, each asked twice (one client,
-  keep-alive), against the same queries through `search_mode` in this process: `service_over_in_process_p50`;
+  keep-alive), against the same queries through `search_mode` in this process: `service_over_in_process_p50`.
+  Every query is asked once through each path before the clock starts (the model's first call on a new input
+  length costs several times a warm one, in each process). `--client stdlib` (default) asks over one keep-alive
+  `http.client` connection, whose own cost per request is ~0.1 ms; `--client httpx` over an `httpx.Client`, which
+  adds ~0.4 ms of its own per request (measured against `/live` on 2 cores);
   with `--baseline-src DIR` (a source tree of an earlier commit: `git archive REV embeddings_pipeline | tar -x -C
   DIR`) a second service from DIR on the same database is measured in the same blocks (`baseline_*`);
 - `relevant_at_10`: the share of queries with a relevant SciFact document (or a copy of one) in the top 10;
@@ -21,7 +25,7 @@ Absolute times depend on the machine (and whoever else uses its cores); the rati
 One JSON object is printed.
 
     .venv/bin/python bench/serve.py [--vectors 100000] [--small-vectors 2000] [--base-docs 600] [--queries 50]
-                                    [--clients 16] [--cli-tries 3] [--baseline-src DIR]
+                                    [--clients 16] [--cli-tries 3] [--baseline-src DIR] [--client stdlib|httpx]
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--cli-tries", type=int, default=3)
+    parser.add_argument("--client", choices=("stdlib", "httpx"), default="stdlib", help="the latency client")
     parser.add_argument("--dataset", type=Path, default=DATASET)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -99,7 +104,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     database = Database()
     docs, picked, relevant = load(args.dataset, args.queries, args.base_docs)
     queries = [text for _, text in picked]
-    out: dict[str, object] = {"queries": len(queries), "clients": args.clients, "cpus": os.cpu_count(), "k": K}
+    out: dict[str, object] = {"queries": len(queries), "clients": args.clients, "cpus": os.cpu_count(), "k": K,
+                              "client": args.client}  # fmt: skip
     with database.connect() as conn:
         schema = database.schema
         real = default_loader()
@@ -172,7 +178,9 @@ def measure(args, urls, token, conn, schema, provider, tenant, mode, queries, wa
     from embeddings_pipeline.search import search_mode
 
     headers = {"Authorization": f"Bearer {token}"}
-    clients = {name: httpx.Client(base_url=u, headers=headers, timeout=60) for name, u in urls.items()}
+    lean = args.client == "stdlib"
+    clients = {name: LeanClient(u, headers) if lean else httpx.Client(base_url=u, headers=headers, timeout=60)
+               for name, u in urls.items()}  # fmt: skip
     found = []
 
     def ask(name: str, query: str) -> float:
@@ -189,7 +197,7 @@ def measure(args, urls, token, conn, schema, provider, tenant, mode, queries, wa
         found.append({h.doc_id.split("~", 1)[0] for h in hits})
         return elapsed
 
-    for q in queries[:3]:  # warm: connections, caches
+    for q in queries:  # warm: connections, caches, and the model on each query's input length in each process
         for name in clients:
             ask(name, q)
         here(q)
@@ -227,6 +235,46 @@ def measure(args, urls, token, conn, schema, provider, tenant, mode, queries, wa
                     "cli_via_service_s": round(via, 2),
                     "cli_via_service_over_service_p50": round(via / p50, 1)})  # fmt: skip
     return out
+
+
+class LeanClient:
+    """One keep-alive HTTP/1.1 connection (`http.client`), posting JSON: `post(path, json=...)` like httpx's,
+    connecting again when the server closed it."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+        self.headers = {**headers, "Content-Type": "application/json"}
+
+    def post(self, path: str, json: object) -> LeanClient.Answer:
+        import http.client
+        import json as _json
+
+        body = _json.dumps(json)
+        for attempt in (1, 2):  # uvicorn closes a connection idle for 5 s: connect again, as httpx does
+            try:
+                self.conn.request("POST", path, body, self.headers)
+                response = self.conn.getresponse()
+                return LeanClient.Answer(response.status, response.read())
+            except (ConnectionError, http.client.RemoteDisconnected):
+                self.conn.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    class Answer:
+        def __init__(self, status: int, body: bytes) -> None:
+            self.status_code, self.body = status, body
+
+        def raise_for_status(self) -> None:
+            if self.status_code != 200:
+                raise RuntimeError(f"/v1/search answered {self.status_code}: {self.body[:200]!r}")
 
 
 def concurrent_qps(url: str, headers: dict[str, str], mode: str, queries: list[str], clients: int) -> tuple[float, int]:
