@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import os
 import threading
 import time
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from .pool import ServicePool
-
-log = logging.getLogger(__name__)
 
 TOUCH_INTERVAL_S = 60.0
 CACHE_TTL_S = 5.0
