@@ -49,7 +49,8 @@ def ingest(
     """Load markdown/text files, folders or BEIR .jsonl corpora into TENANT's documents (folders are synced).
 
     A folder is read recursively (doc_id = the path inside it) and synced: documents ingested from it before
-    whose files are gone are deleted (the next materialize drops their chunks and vectors), unless --no-delete.
+    whose files are gone are deleted (the next materialize drops their chunks and vectors; with --materialize and
+    nothing else changed they go at once, with no run), unless --no-delete.
     Files that are not markdown/text are skipped and counted. A file or .jsonl row that cannot be stored is
     named with its line; the others are still ingested (and the command exits 1).
 
