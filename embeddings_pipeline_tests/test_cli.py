@@ -129,7 +129,7 @@ def test_search_output_names_score_chunk_model_and_refuses_an_empty_query(cli, t
 
 
 def test_cut_at_word_and_tables_keep_whole_ids_off_a_terminal(cli, tmp_path):
-    from embeddings_pipeline.cli.content import cut_at_word
+    from embeddings_pipeline.cli.search import cut_at_word
 
     assert cut_at_word("alpha beta gamma", 11) == "alpha beta…"
     assert cut_at_word("alpha  beta\n gamma", 100) == "alpha beta gamma"

@@ -2,7 +2,8 @@
 
 A module per command group; shared options, the store connection, tables and progress bars are in `common.py`:
 - `db.py`       db start|stop|url|status|migrate
-- `content.py`  ingest, materialize, status, search, demo, dev
+- `content.py`  ingest, materialize, status, demo, dev
+- `search.py`   search
 - `tenants.py`  tenants set|show|delete
 - `documents.py` documents list|delete
 - `models.py`   models list|retire|prune|activate
@@ -17,7 +18,7 @@ import sys
 import click
 
 from .. import __version__
-from . import backfill, content, db, documents, models, quality, serve, tenants, tokens
+from . import backfill, content, db, documents, models, quality, search, serve, tenants, tokens
 
 # Exceptions raised by these modules are a person's input (bad EMBEDDINGS_SCHEMA, EMBEDDINGS_SOURCE_RELATION, ...).
 _CONFIG_MODULES = ("embeddings_pipeline.config", "embeddings_pipeline.store.db")
@@ -75,7 +76,7 @@ for _command in (
     content.ingest,
     content.materialize,
     content.status,
-    content.search,
+    search.search,
     content.demo,
     content.dev,
     tenants.tenants,
