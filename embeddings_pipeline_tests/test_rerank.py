@@ -14,27 +14,27 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-import dagster as dg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.providers import ProviderError
 from embeddings_pipeline.providers.rerank import HttpReranker, load_reranker
 from embeddings_pipeline.providers.resilience import ProviderCallError, RetryPolicy
 from embeddings_pipeline.search import search_mode
 from embeddings_pipeline.service.app import create_app
 from embeddings_pipeline.service.ratelimit import RateLimiter
-from embeddings_pipeline.store.tokens import create_token
 
+from . import test_service
 from .local_http import LocalHTTPServer
-from .test_service import ACME, ADMIN, _seed, bearer, hits_of
+from .test_service import ACME, ADMIN, bearer, hits_of
 
 QUERY = "pump impeller seals"
 PASSAGES = ["Pump station 7 runs the XJ-9000 impeller.", "Seals are replaced every spring.",
             "Zebras graze near the lighthouse.", "The ferry is late and the bell rings."]  # fmt: skip
 KEY = "rk-secret-key-for-tests-0123456789"
+
+acme_token = test_service.acme_token  # the fixture: ACME alone, embedded, and its token
 
 
 def build_cross_encoder(folder: Path, num_labels: int = 1) -> Path:
@@ -188,14 +188,6 @@ def test_http_reranker_refuses_answers_that_do_not_fit():
 
 
 # --- the service ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def acme_token(conn, schema, provider) -> str:
-    _seed(conn, schema)
-    runs = materialize_tenants([ACME], instance=dg.DagsterInstance.ephemeral())
-    assert all(r.success for r in runs), [r.error for r in runs]
-    return create_token(conn, schema, ACME)[1]
 
 
 def _app(store, reranker, candidates):

@@ -84,6 +84,15 @@ def tokens(conn, schema, corpus) -> dict[str, str]:
 
 
 @pytest.fixture()
+def acme_token(conn, schema, provider) -> str:
+    """Only ACME's documents, embedded through Dagster, and a token of ACME."""
+    _seed(conn, schema)
+    runs = materialize_tenants([ACME], instance=dg.DagsterInstance.ephemeral())
+    assert all(r.success for r in runs), [r.error for r in runs]
+    return create_token(conn, schema, ACME)[1]
+
+
+@pytest.fixture()
 def client(database, monkeypatch) -> Iterator[TestClient]:
     monkeypatch.delenv("EMBEDDINGS_RATE_LIMIT", raising=False)
     with TestClient(create_app(database, admin_token=ADMIN, limiter=RateLimiter(0))) as c:

@@ -7,30 +7,22 @@ from __future__ import annotations
 
 import time
 
-import dagster as dg
 import pytest
 from psycopg import sql
 from starlette.testclient import TestClient
 
-from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.search import search_mode
 from embeddings_pipeline.service.app import create_app
 from embeddings_pipeline.service.ratelimit import RateLimiter
 from embeddings_pipeline.store.db import table
 from embeddings_pipeline.store.tenants import activate_model, tenant_settings
-from embeddings_pipeline.store.tokens import create_token
 
-from .test_service import ACME, _seed, bearer, hits_of
+from . import test_service
+from .test_service import ACME, bearer, hits_of
 
 QUERY = "XJ-9000 impeller"
 
-
-@pytest.fixture()
-def acme_token(conn, schema, provider) -> str:
-    _seed(conn, schema)
-    runs = materialize_tenants([ACME], instance=dg.DagsterInstance.ephemeral())
-    assert all(r.success for r in runs), [r.error for r in runs]
-    return create_token(conn, schema, ACME)[1]
+acme_token = test_service.acme_token  # the fixture: ACME alone, embedded, and its token
 
 
 def _set_behind_the_back(conn, schema: str, chunk_set: str) -> None:

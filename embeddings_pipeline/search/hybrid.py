@@ -32,6 +32,11 @@ def rrf(rankings: Sequence[Sequence[SearchHit]], k: int = RRF_K) -> list[SearchH
     return [replace(hits[c], score=scores[c]) for c in order]
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+
+
 def search_mode(
     conn: psycopg.Connection,
     schema: str,
@@ -44,8 +49,7 @@ def search_mode(
 ) -> list[SearchHit]:
     """Top-k chunks of the tenant by `mode`: dense (cosine), text (BM25) or hybrid (RRF of the top
     `candidates` of both). Every mode reads the chunk set the tenant searches with this model."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    _check_mode(mode)
     chunk_set = chunk_set_of(conn, schema, tenant_id, provider.identity.model_key)
     return search_chunk_set(conn, schema, provider, tenant_id, chunk_set, query, k, mode, candidates)
 
@@ -63,8 +67,7 @@ def search_chunk_set(
 ) -> list[SearchHit]:
     """`search_mode` over the chunk set the caller already knows (`chunk_set_of`'s answer for this tenant and
     model, e.g. remembered by the service for a few seconds): the same hits, one read fewer."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    _check_mode(mode)
     identity = provider.identity
     pool = max(k, candidates) if mode == "hybrid" else k
     dense: list[SearchHit] = []
