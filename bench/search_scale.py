@@ -23,6 +23,7 @@ cost without the layout).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -128,22 +130,51 @@ def load(conn: psycopg.Connection, schema: str, sizes: list[int]) -> dict[str, f
     return spent
 
 
-def measure(conn: psycopg.Connection, schema: str, tenant: str, queries: list[str]) -> dict[str, float]:
+@contextlib.contextmanager
+def session11_text() -> Iterator[None]:
+    """`search_text` as session 11 left it, for the same-run A/B (`--compare`): the shared GIN index only (no
+    tenant's own), the first pass's rarest terms by postings alone, and past MAX_CLAUSES combinations a second
+    pass over every chunk holding any term that can matter."""
+    from embeddings_pipeline.search import text
+
+    real = (text.term_stats, text._rarest, text._clauses)
+
+    def stats(conn, schema, params):  # type: ignore[no-untyped-def]
+        got = real[0](conn, schema, params)
+        return None if got is None else (*got[:3], False)
+
+    def clauses(common, threshold):  # type: ignore[no-untyped-def]
+        exact = text._cover(common, threshold, len(common))
+        return exact if exact is not None else text._cover(common, threshold, 0)
+
+    text.term_stats, text._rarest, text._clauses = stats, lambda terms, k: real[1](terms, 0), clauses
+    try:
+        yield
+    finally:
+        text.term_stats, text._rarest, text._clauses = real
+
+
+def measure(conn: psycopg.Connection, schema: str, tenant: str, queries: list[str],
+            compare: bool = False) -> dict[str, float]:  # fmt: skip
     from embeddings_pipeline.search import search_mode
 
     ident = identity()
     provider = ClusteredQueries(ident)
     vt = sql.Identifier(schema, ident.vector_table)
-    took: dict[str, list[float]] = {"dense": [], "text": [], "hybrid": [], "exact": []}
+    variants = [("", contextlib.nullcontext)] + ([("s11_", session11_text)] if compare else [])
+    took: dict[str, list[float]] = {f"{v}{m}": [] for v, _ in variants for m in ("dense", "text", "hybrid")}
+    took["exact"] = []
     recalls = []
-    for query in queries:
+    for i, query in enumerate(queries):
         got: list[float] = []
-        for mode in ("dense", "text", "hybrid"):
-            t0 = time.perf_counter()
-            hits = search_mode(conn, schema, provider, tenant, query, 10, mode)  # type: ignore[arg-type]
-            took[mode].append(time.perf_counter() - t0)
-            if mode == "dense":
-                got = [1.0 - h.score for h in hits]  # cosine distances
+        for name, variant in variants if i % 2 else variants[::-1]:  # interleaved: load hits both alike
+            for mode in ("dense", "text", "hybrid"):
+                with variant():
+                    t0 = time.perf_counter()
+                    hits = search_mode(conn, schema, provider, tenant, query, 10, mode)  # type: ignore[arg-type]
+                    took[name + mode].append(time.perf_counter() - t0)
+                if mode == "dense" and not name:
+                    got = [1.0 - h.score for h in hits]  # cosine distances
         # exact: `+ 0` orders by an expression no index can serve (PostgreSQL 18 still walks the HNSW graph
         # with enable_indexscan off: it only marks the plan "Disabled"), so every row of the tenant is compared
         t0 = time.perf_counter()
@@ -174,6 +205,8 @@ def main() -> None:
     ap.add_argument("--schema", default="search_scale")
     ap.add_argument("--keep", action="store_true", help="keep the schema for a later run (which only measures)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--compare", action="store_true",
+                    help="also time text and hybrid as session 11 left them, interleaved (s11_* columns)")
     args = ap.parse_args()
     os.environ.setdefault("EMBEDDINGS_HOME", str(Path(tempfile.gettempdir()) / "embeddings-bench"))
     os.environ["EMBEDDINGS_SCHEMA"] = args.schema
@@ -194,13 +227,16 @@ def main() -> None:
             t0 = time.perf_counter()
             result["load"] = load(conn, args.schema, sizes)
             result["load"]["total_s"] = round(time.perf_counter() - t0, 1)  # type: ignore[index]
+        from embeddings_pipeline.store import text_index
+
+        text_index.ensure_for_own_partitions(conn, args.schema, identity().model_key)  # a schema kept from before
         queries = [json.loads(line)["text"] for line in (SCIFACT / "queries.jsonl").open()][: args.queries]
         by_size = sorted(range(len(sizes)), key=lambda i: abs(sizes[i] - 10_000))
         classes = {"median": len(sizes) // 2, "near_10k": by_size[0], "largest": 0}
         for name, index in classes.items():
             tenant = f"t{index:04d}"
-            measure(conn, args.schema, tenant, queries[:5])  # warm the caches of this tenant's partition
-            result[name] = {"tenant_chunks": sizes[index], **measure(conn, args.schema, tenant, queries)}
+            measure(conn, args.schema, tenant, queries[:5], args.compare)  # warm the caches of this tenant
+            result[name] = {"tenant_chunks": sizes[index], **measure(conn, args.schema, tenant, queries, args.compare)}
             print(f"{name}: {json.dumps(result[name])}", file=sys.stderr, flush=True)
     if not args.keep:
         with psycopg.connect(database.url(), autocommit=True) as c:
@@ -209,12 +245,13 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"{result['chunks']:,} chunks over {result['tenants']:,} tenants; load: {result.get('load', 'reused')}")
-    heads = "".join(f"{m + ' p50/p95':>20}" for m in ("dense", "text", "hybrid", "exact (no index)"))
+    modes = ("dense", "text", "hybrid", "exact") + (("s11_text", "s11_hybrid") if args.compare else ())
+    heads = "".join(f"{m.replace('exact', 'exact (no index)') + ' p50/p95':>20}" for m in modes)
     print(f"{'class':<10}{'chunks':>9}{heads}{'recall@10':>11}")
     for name in classes:
         r = result[name]
         assert isinstance(r, dict)
-        cells = "".join(f"{r[m + '_p50_ms']:>11}/{r[m + '_p95_ms']:<8}" for m in ("dense", "text", "hybrid", "exact"))
+        cells = "".join(f"{r[m + '_p50_ms']:>11}/{r[m + '_p95_ms']:<8}" for m in modes)
         print(f"{name:<10}{r['tenant_chunks']:>9}{cells}{r['recall_at_10']:>11}")
 
 

@@ -44,9 +44,10 @@ def search_text_counted(
 ) -> list[tuple]:
     """(chunk_id, doc_id, text, score) rows, best first, as the previous `search_text` returned them."""
     chunks = table(schema, "chunks")
-    params: dict[str, object] = {"text": query.replace("\x00", " "), "t": tenant_id, "chunk_set": chunk_set}
+    params: dict[str, object] = {"text": query.replace("\x00", " "), "t": tenant_id, "chunk_set": chunk_set,
+                                 "own": None}  # fmt: skip
     stats = conn.execute(sql.SQL(_COUNTED_STATS).format(chunks=chunks), params).fetchall()
-    terms = sorted(((lexeme, df) for lexeme, df, _, _ in stats if df > 0), key=lambda t: (t[1], t[0]))
+    terms = sorted(((lexeme, df) for lexeme, df, *_ in stats if df > 0), key=lambda t: (t[1], t[0]))
     if not terms:
         return []
     n, avglen = stats[0][2], stats[0][3]

@@ -8,7 +8,8 @@ import psycopg
 from psycopg import sql
 
 from ..config import validate_tenant_id
-from ..store.db import relation_exists, table
+from ..store import text_index
+from ..store.db import table
 from .dense import SearchHit
 
 # BM25 in SQL over PostgreSQL's own full-text index, within one tenant's chunk set. Terms are the query's words
@@ -16,8 +17,10 @@ from .dense import SearchHit
 # text can act as tsquery syntax. k1 = 0.9, b = 0.4: the BM25 parameters of the BEIR baselines (Anserini).
 # Every match is ANDed with the tenant's own lexeme (migration 10: 'tenant ' || md5(tenant_id), in every chunk's
 # tsvector), so the GIN index intersects a term's postings with the tenant's; the tenant_id predicate stays as
-# the exact filter. Document frequencies and the corpus size come from the statistics the triggers on `chunks`
-# keep exact (migration 11, store/terms.py): a primary-key probe per term instead of counting its postings.
+# the exact filter. A large tenant with a GIN index of its own (store/text_index.py) is matched there instead,
+# without the lexeme: only its own postings are read. Document frequencies and the corpus size come from the
+# statistics the triggers on `chunks` keep exact (migration 11, store/terms.py): a primary-key probe per term
+# instead of counting its postings.
 
 # Each query term with its df in the chunk set, and the set's size and average length (tokens). The average is
 # avg(token_count) as PostgreSQL computes it (numeric sum / count), so the scores equal those of counting rows.
@@ -32,7 +35,8 @@ SELECT t.lexeme,
        coalesce((SELECT sum(s.df) FROM {terms} s
                   WHERE s.tenant_id = %(t)s AND s.lexeme = t.lexeme
                     AND (%(chunk_set)s::text IS NULL OR s.chunk_set = %(chunk_set)s)), 0)::float8,
-       corpus.n::float8, greatest(corpus.tokens / corpus.n, 1)::float8
+       corpus.n::float8, greatest(corpus.tokens / corpus.n, 1)::float8,
+       coalesce((SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = to_regclass(%(own)s)), false)
   FROM terms t CROSS JOIN corpus
 """
 
@@ -48,7 +52,8 @@ SELECT t.lexeme,
          WHERE c.tenant_id = %(t)s AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
            AND c.tsv @@ (('''' || replace(replace(t.lexeme, '\', '\\'), '''', '''''') || '''')::tsquery
                          && ('''tenant ' || md5(%(t)s) || '''')::tsquery))::float8,
-       corpus.n, corpus.avglen
+       corpus.n, corpus.avglen,
+       coalesce((SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = to_regclass(%(own)s)), false)
   FROM terms t CROSS JOIN (
        SELECT count(*)::float8 AS n, greatest(avg(c.token_count), 1)::float8 AS avglen FROM {chunks} c
         WHERE c.tenant_id = %(t)s AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)) corpus
@@ -59,8 +64,9 @@ SELECT t.lexeme,
 # scored over every query term (%(lexemes)s with their idf). Each candidate's tsvector is cut to the query's
 # lexemes first (setweight marks them, ts_filter keeps them with their positions, so tf is unchanged) and summed in
 # its own lexeme order, whatever the plan: a chunk scores the same float in every pass, so passes merge exactly.
-# Ties go by chunk_id in byte order (COLLATE "C", as Python sorts the merge). The tenant_id filter is kept off the
-# btree indexes (`|| ''`): the lexeme bounds the GIN scans, and ANDing a bitmap of a large tenant's rows only costs.
+# Ties go by chunk_id in byte order (COLLATE "C", as Python sorts the merge). {tenant} is the tenant filter: kept
+# off the btree indexes (`|| ''`) on the shared GIN index, where the lexeme bounds the scans and ANDing a bitmap
+# of a large tenant's rows only costs; a plain equality where the tenant's own (partial) index serves the scans.
 _SCORE = r"""
 WITH top AS (
     SELECT c.chunk_id,
@@ -70,7 +76,7 @@ WITH top AS (
               FROM unnest(ts_filter(setweight(c.tsv, 'A', %(lexemes)s::text[]), '{{a}}'))
                    AS u(lexeme, positions, weights)) AS score
       FROM {chunks} c
-     WHERE (c.tenant_id || '') = %(t)s AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
+     WHERE {tenant} AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
        AND ({match})
      ORDER BY score DESC, c.chunk_id COLLATE "C"
      LIMIT %(k)s
@@ -79,6 +85,9 @@ SELECT c.chunk_id, c.doc_id, c.text, top.score
   FROM top JOIN {chunks} c ON c.tenant_id = %(t)s AND c.chunk_id = top.chunk_id
  ORDER BY top.score DESC, top.chunk_id COLLATE "C"
 """
+# (tenant filter, one scan) on the shared index and on the tenant's own
+_SHARED = ("(c.tenant_id || '') = %(t)s", "c.tsv @@ ('(' || {} || ') & ''tenant ' || md5(%(t)s) || '''')::tsquery")
+_OWN = ("c.tenant_id = %(t)s", "c.tsv @@ {}::tsquery")
 
 # Postings the first, pruned pass reads at most (its rarest terms'), and the most clauses of a second pass that
 # matches only the combinations of common terms able to reach the first pass's k-th score.
@@ -87,6 +96,7 @@ MAX_CLAUSES = 64
 _MAX_TF_WEIGHT = 0.9 + 1  # tf * (k1 + 1) / (tf + k1 * norm) < k1 + 1
 
 Terms = list[tuple[str, float]]  # (lexeme, df), rarest first
+Clause = tuple[list[str], list[str]]  # a chunk matches when it holds all of the first and (if any) one of the second
 
 
 def search_text(
@@ -103,111 +113,141 @@ def search_text(
     (over every term); their k-th score is a threshold. A term adds less than its bound, idf times (k1 + 1), so a
     chunk holding none of the rarest terms can enter the top k only if the bounds of the terms it holds sum above
     the threshold: the second pass scores only the chunks holding such a combination (the minimal ones, as a
-    tsquery; or, when there are too many, any term not too common to matter), and is skipped when none exists."""
+    tsquery; when there are too many, their first terms and any one of the terms that can still reach it), and
+    is skipped when none exists."""
     validate_tenant_id(tenant_id)
     if k < 1:
         raise ValueError("k must be at least 1")
-    params: dict[str, object] = {"text": query.replace("\x00", " "), "t": tenant_id, "chunk_set": chunk_set}
+    params: dict[str, object] = {"text": query.replace("\x00", " "), "t": tenant_id, "chunk_set": chunk_set,
+                                 "own": text_index.qualified(schema, tenant_id)}  # fmt: skip
     stats = term_stats(conn, schema, params)
     if stats is None:
         return []
-    terms, n, avglen = stats
+    terms, n, avglen, own = stats
     idf = {lexeme: _idf(n, df) for lexeme, df in terms}
     params |= {"lexemes": list(idf), "idf": list(idf.values()), "avglen": avglen, "k": k}
-    chunks = table(schema, "chunks")
-    rare = _rarest(terms)
-    rows = _score(conn, chunks, params, [" | ".join(_quoted(lexeme) for lexeme, _ in terms[:rare])])
+    chunks, form = table(schema, "chunks"), _OWN if own else _SHARED
+    rare = _rarest(terms, k)
+    rows = _score(conn, chunks, form, params, [" | ".join(_quoted(lexeme) for lexeme, _ in terms[:rare])])
     threshold = float(rows[-1][3]) if len(rows) == k else 0.0
     common = [(lexeme, idf[lexeme] * _MAX_TF_WEIGHT) for lexeme, _ in terms[rare:]]
-    clauses = _combinations(common, threshold)
+    clauses = _clauses(common, threshold)
     if clauses == []:
         return _hits(rows)
-    if clauses is None:  # too many: the chunks holding any common term that can matter
-        clauses = [[lexeme] for lexeme, _ in common[: _essential(common, threshold)]]
-    more = _score(conn, chunks, params, _grouped(clauses))
+    more = _score(conn, chunks, form, params, _grouped(clauses))
     merged = {r[0]: r for r in rows} | {r[0]: r for r in more}
     return _hits(sorted(merged.values(), key=lambda r: (-float(r[3]), r[0].encode()))[:k])
 
 
-_SCAN = "c.tsv @@ ('(' || {} || ') & ''tenant ' || md5(%(t)s) || '''')::tsquery"
-
-
-def _score(conn: psycopg.Connection, chunks: sql.Composable, params: dict[str, object], match: list[str]) -> list:
-    """`_SCORE` over the chunks matching any of the tsquery texts in `match` (each with the tenant's lexeme)."""
-    scans = sql.SQL(" OR ").join(sql.SQL(_SCAN).format(sql.Placeholder(f"m{i}")) for i in range(len(match)))
+def _score(
+    conn: psycopg.Connection, chunks: sql.Composable, form: tuple[str, str], params: dict[str, object], match: list[str]
+) -> list:
+    """`_SCORE` over the chunks matching any of the tsquery texts in `match` (each with the tenant's lexeme on the
+    shared index). Planned for these values every time (never a generic plan: a partial index needs the tenant)."""
+    scans = sql.SQL(" OR ").join(sql.SQL(form[1]).format(sql.Placeholder(f"m{i}")) for i in range(len(match)))
     named = {f"m{i}": m for i, m in enumerate(match)}
-    return conn.execute(
-        sql.SQL(_SCORE).format(chunks=chunks, match=scans), params | {"match": match} | named
-    ).fetchall()
+    statement = sql.SQL(_SCORE).format(chunks=chunks, tenant=sql.SQL(form[0]), match=scans)
+    return conn.execute(statement, params | {"match": match} | named, prepare=False).fetchall()
 
 
-def term_stats(conn: psycopg.Connection, schema: str, params: dict[str, object]) -> tuple[Terms, float, float] | None:
-    """The query's terms that occur in the chunk set with their df, rarest first, and the set's size and average
-    length; None when no query term occurs in it."""
-    stats: list[tuple] = []
-    if relation_exists(conn, schema, "chunk_corpus"):  # a schema before migration 11 counts, below
-        names = {"terms": table(schema, "chunk_terms"), "corpus": table(schema, "chunk_corpus")}
-        stats = conn.execute(sql.SQL(_STATS).format(**names), params).fetchall()
+def term_stats(
+    conn: psycopg.Connection, schema: str, params: dict[str, object]
+) -> tuple[Terms, float, float, bool] | None:
+    """The query's terms that occur in the chunk set with their df, rarest first, the set's size and average
+    length, and whether the tenant's own text index is there to use; None when no query term occurs in it."""
+    names = {"terms": table(schema, "chunk_terms"), "corpus": table(schema, "chunk_corpus")}
+    stats = _try(conn, sql.SQL(_STATS).format(**names), params)  # None: a schema before migration 11 counts
     if not stats or stats[0][2] is None:  # no statistics (row) for the set
         stats = conn.execute(sql.SQL(_COUNTED_STATS).format(chunks=table(schema, "chunks")), params).fetchall()
-    terms = sorted(((lexeme, df) for lexeme, df, _, _ in stats if df > 0), key=lambda t: (t[1], t[0]))
+    terms = sorted(((lexeme, df) for lexeme, df, *_ in stats if df > 0), key=lambda t: (t[1], t[0]))
     if not terms:
         return None
-    return terms, float(stats[0][2]), float(stats[0][3])
+    return terms, float(stats[0][2]), float(stats[0][3]), bool(stats[0][4])
 
 
-def _rarest(terms: Terms) -> int:
-    """How many of the rarest terms the first pass matches: at least one, at most PRUNED_POSTINGS postings."""
+def _try(conn: psycopg.Connection, statement: sql.Composable, params: dict[str, object]) -> list[tuple] | None:
+    """The rows of `statement`, or None when a table it reads does not exist: no round trip to ask first. Inside
+    a transaction the attempt is a savepoint, so the failure leaves the caller's transaction usable."""
+    try:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            return conn.execute(statement, params).fetchall()
+        with conn.transaction():
+            return conn.execute(statement, params).fetchall()
+    except psycopg.errors.UndefinedTable:
+        return None
+
+
+def _rarest(terms: Terms, k: int) -> int:
+    """How many of the rarest terms the first pass matches: at least one, at most PRUNED_POSTINGS postings unless
+    fewer than k postings would give it no k-th score (then every chunk holding any other term is a candidate)."""
     count, postings = 0, 0.0
     for _, df in terms:
-        if count and postings + df > PRUNED_POSTINGS:
+        if count and postings >= k and postings + df > PRUNED_POSTINGS:
             break
         count, postings = count + 1, postings + df
     return count
 
 
-def _combinations(common: list[tuple[str, float]], threshold: float) -> list[list[str]] | None:
-    """The minimal sets of `common` terms (lexeme, bound; rarest first, so largest bound first) whose bounds sum
-    above `threshold`: a chunk holding none of the rarest terms scores under the sum of its terms' bounds, so it
-    can reach the threshold only by holding one of these. None when there are more than MAX_CLAUSES."""
-    out: list[list[str]] = []
+def _clauses(common: list[tuple[str, float]], threshold: float) -> list[Clause]:
+    """The chunks the second pass must score, as clauses: the minimal combinations of `common` terms whose bounds
+    sum above `threshold` when there are at most MAX_CLAUSES of them; else the same walk cut at the deepest
+    depth that gives at most MAX_CLAUSES clauses (each a combination's first terms, and one of the terms a chunk
+    must then also hold to reach the threshold). Every chunk that can reach it matches one."""
+    for depth in range(len(common), -1, -1):
+        out = _cover(common, threshold, depth)
+        if out is not None:
+            return out
+    raise AssertionError("depth 0 gives at most one clause")  # pragma: no cover
+
+
+def _cover(common: list[tuple[str, float]], threshold: float, depth: int) -> list[Clause] | None:
+    """Terms (lexeme, bound) are taken rarest first (largest bound first): a chunk's terms in that order sum above
+    `threshold` only if a prefix of them does. Up to `depth` terms the prefixes are spelled out; past it, a chunk
+    whose first `depth` terms sum to t must hold a term j with t + (the bounds of j and every later term) above
+    the threshold (its next term is such a j). None when there are more than MAX_CLAUSES clauses."""
+    out: list[Clause] = []
     suffix = [0.0] * (len(common) + 1)
     for i in range(len(common) - 1, -1, -1):
         suffix[i] = suffix[i + 1] + common[i][1]
 
     def walk(i: int, chosen: list[str], total: float) -> bool:
         if total > threshold:  # adding in falling bound order, so removing any chosen term falls under it
-            out.append(chosen)
-            return len(out) <= MAX_CLAUSES
-        if i == len(common) or total + suffix[i] <= threshold:
-            return True
-        return walk(i + 1, [*chosen, common[i][0]], total + common[i][1]) and walk(i + 1, chosen, total)
+            out.append((chosen, []))
+        elif i < len(common) and total + suffix[i] > threshold:
+            if len(chosen) == depth:
+                out.append((chosen, [lexeme for j, (lexeme, _) in enumerate(common) if j >= i
+                                     and total + suffix[j] > threshold]))  # fmt: skip
+            else:
+                return walk(i + 1, [*chosen, common[i][0]], total + common[i][1]) and walk(i + 1, chosen, total)
+        return len(out) <= MAX_CLAUSES
 
     return out if walk(0, [], 0.0) else None
 
 
-def _grouped(clauses: list[list[str]]) -> list[str]:
+def _combinations(common: list[tuple[str, float]], threshold: float) -> list[list[str]] | None:
+    """The minimal sets of `common` terms whose bounds sum above `threshold`; None past MAX_CLAUSES."""
+    out = _cover(common, threshold, len(common))
+    return None if out is None else [chosen for chosen, _ in out]
+
+
+def _grouped(clauses: list[Clause]) -> list[str]:
     """The clauses as one tsquery per leading term, `a & ((b & c) | d)`: the same matches, and each scan reads its
     leading term's postings once (a scan per clause reads them again for every clause; one scan of them all checks
-    the whole query against every posting of every term)."""
-    groups: dict[str, list[list[str]]] = {}
-    for first, *rest in clauses:
-        groups.setdefault(first, []).append(rest)
+    the whole query against every posting of every term). A clause with no term of its own leads with each of
+    its alternatives."""
+    groups: dict[str, list[str | None]] = {}
+    for chosen, either in clauses:
+        if not chosen:
+            for lexeme in either:
+                groups.setdefault(lexeme, []).append(None)
+            continue
+        rest = [*map(_quoted, chosen[1:]), *(["(" + " | ".join(map(_quoted, either)) + ")"] if either else [])]
+        groups.setdefault(chosen[0], []).append(" & ".join(rest) if rest else None)
     out = []
     for first, rests in groups.items():
-        either = " | ".join("(" + " & ".join(map(_quoted, rest)) + ")" for rest in rests if rest)
-        out.append(_quoted(first) + (f" & ({either})" if all(rests) else ""))  # minimal: alone, or never alone
+        alone = any(rest is None for rest in rests)  # the lead alone matches: the other clauses add nothing
+        out.append(_quoted(first) + ("" if alone else " & (" + " | ".join(f"({r})" for r in rests) + ")"))
     return out
-
-
-def _essential(common: list[tuple[str, float]], threshold: float) -> int:
-    """How many of the `common` terms matter: the commonest are left out while their bounds sum to at most the
-    threshold (a chunk holding only those scores under it)."""
-    essential, bound = len(common), 0.0
-    while essential > 0 and bound + common[essential - 1][1] <= threshold:
-        essential -= 1
-        bound += common[essential][1]
-    return essential
 
 
 def _quoted(lexeme: str) -> str:
