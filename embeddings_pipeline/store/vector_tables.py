@@ -146,6 +146,9 @@ def promote_large(conn: psycopg.Connection, schema: str, model_key: str, tenant_
         if promoted and serves(conn, schema, model_key):
             _build_memory(conn)
             _create_search_indexes(conn, schema, model_key)
+    from . import text_index  # a large tenant's text search gets its own GIN index too (after the move commits)
+
+    text_index.ensure_for_own_partitions(conn, schema, model_key, tenant_id)
     return promoted
 
 
