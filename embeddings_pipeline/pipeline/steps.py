@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 from ..providers.base import EmbeddingProvider, ProviderError
 from ..providers.resilience import CircuitOpenError, ErrorKind, ProviderCallError
@@ -22,9 +20,6 @@ from ..text.chunks import chunk_blocks
 from . import model_change, shards
 from .model_change import ModelPlan
 from .reports import BlocksReport, ChunksReport, EmbeddingIncomplete, EmbeddingsReport
-
-if TYPE_CHECKING:
-    import numpy as np
 
 __all__ = [
     "BlocksReport",
@@ -202,81 +197,20 @@ def embed_pending(
     shard: vectors.Shard | None = None,
 ) -> None:
     """Embed the pending chunks of `chunk_set` (only `shard`'s, when given), batch by batch, into `report`.
-    Nothing else: reuse by hash, the tenant's partition and coverage are `fill`'s, done once per run.
-
-    The provider's call for the next batch runs in a worker thread while this thread writes the batch before it
-    (the connection never leaves this thread; the provider is called by one thread at a time). A batch is sent
-    only once the one before it came back, so the error handling is the serial one: a failed batch is split or
-    recorded before anything else is sent, and an open circuit stops the run with nothing in flight."""
+    Nothing else: reuse by hash, the tenant's partition and coverage are `fill`'s, done once per run."""
     conn, schema, tenant_id = scope
     batches = vectors.pending_batches(conn, schema, provider.identity.vector_table, tenant_id, chunk_set, shard,
                                       commit_every)  # fmt: skip
-    batch = next(batches, None)
-    if batch is None:
-        return
-    provider.load()  # not for a tenant with nothing pending
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-call") as calls:
-        call = calls.submit(_timed_call, provider, batch)
-        while batch is not None:
-            following = next(batches, None)  # read while the provider works on `batch`
-            try:
-                vecs = _result(scope, provider, batch, call, run_id, report)
-            except CircuitOpenError as exc:
-                rest = [c for more in ([following] if following else []) for c in more]
-                _record_failure(scope, provider.identity.model_key, batch + rest + [c for m in batches for c in m],
-                                "circuit_open", str(exc), report)  # fmt: skip
-                report.errors.insert(0, f"stopped early, provider circuit open: {exc}")
-                return
-            if following is not None:
-                call = calls.submit(_timed_call, provider, following)
-            if vecs is not None:
-                _write(scope, provider, batch, vecs, run_id, report)
-            batch = following
-
-
-def _result(
-    scope: Scope,
-    provider: EmbeddingProvider,
-    batch: list[vectors.PendingChunk],
-    call: Future[tuple[np.ndarray, float]],
-    run_id: str,
-    report: EmbeddingsReport,
-) -> np.ndarray | None:
-    """The vectors of `batch`'s call, or None when it failed (and the batch was then split or recorded, in this
-    thread, before anything else is sent)."""
-    try:
-        vecs, took = call.result()
-    except CircuitOpenError:
-        raise
-    except _EMBED_ERRORS as exc:
-        _failed(scope, provider, batch, exc, run_id, report)
-        return None
-    report.embed_seconds += took
-    return vecs
-
-
-_EMBED_ERRORS = (ProviderError, vectors.VectorValidationError, RuntimeError, ValueError, OSError)
-
-
-def _timed_call(provider: EmbeddingProvider, batch: list[vectors.PendingChunk]) -> tuple[np.ndarray, float]:
-    t0 = time.perf_counter()
-    vecs = provider.embed_documents([c.text for c in batch])
-    return vecs, time.perf_counter() - t0
-
-
-def _write(
-    scope: Scope,
-    provider: EmbeddingProvider,
-    batch: list[vectors.PendingChunk],
-    vecs: np.ndarray,
-    run_id: str,
-    report: EmbeddingsReport,
-) -> None:
-    try:
-        vectors.write_vectors(scope.conn, scope.schema, provider.identity, scope.tenant_id, batch, vecs, run_id)
-        report.embedded += len(batch)
-    except _EMBED_ERRORS as exc:
-        _failed(scope, provider, batch, exc, run_id, report)
+    for number, batch in enumerate(batches):
+        if number == 0:
+            provider.load()  # not for a tenant with nothing pending
+        try:
+            _embed_batch(scope, provider, batch, run_id, report)
+        except CircuitOpenError as exc:
+            rest = [c for more in batches for c in more]
+            _record_failure(scope, provider.identity.model_key, batch + rest, "circuit_open", str(exc), report)
+            report.errors.insert(0, f"stopped early, provider circuit open: {exc}")
+            break
 
 
 def _embed_batch(
@@ -286,36 +220,24 @@ def _embed_batch(
     run_id: str,
     report: EmbeddingsReport,
 ) -> None:
-    """Embed and write one batch in this thread (the halves of a rejected batch)."""
+    identity = provider.identity
     try:
-        vecs, took = _timed_call(provider, batch)
-        report.embed_seconds += took
+        t0 = time.perf_counter()
+        vecs = provider.embed_documents([c.text for c in batch])
+        report.embed_seconds += time.perf_counter() - t0
+        vectors.write_vectors(scope.conn, scope.schema, identity, scope.tenant_id, batch, vecs, run_id)
+        report.embedded += len(batch)
     except CircuitOpenError:
         raise
-    except _EMBED_ERRORS as exc:
-        _failed(scope, provider, batch, exc, run_id, report)
-        return
-    _write(scope, provider, batch, vecs, run_id, report)
-
-
-def _failed(
-    scope: Scope,
-    provider: EmbeddingProvider,
-    batch: list[vectors.PendingChunk],
-    exc: Exception,
-    run_id: str,
-    report: EmbeddingsReport,
-) -> None:
-    """A batch the provider rejected for its size or content is split in halves until the bad input is alone;
-    any other failure is recorded for the whole batch. CircuitOpenError from a half goes to the caller."""
-    kind = exc.kind if isinstance(exc, ProviderCallError) else None
-    if kind in (ErrorKind.TOO_LARGE, ErrorKind.BAD_INPUT) and len(batch) > 1:
-        mid = len(batch) // 2
-        _embed_batch(scope, provider, batch[:mid], run_id, report)
-        _embed_batch(scope, provider, batch[mid:], run_id, report)
-        return
-    error_kind = kind.value if kind else type(exc).__name__
-    _record_failure(scope, provider.identity.model_key, batch, error_kind, str(exc), report)
+    except (ProviderError, vectors.VectorValidationError, RuntimeError, ValueError, OSError) as exc:
+        kind = exc.kind if isinstance(exc, ProviderCallError) else None
+        if kind in (ErrorKind.TOO_LARGE, ErrorKind.BAD_INPUT) and len(batch) > 1:
+            mid = len(batch) // 2
+            _embed_batch(scope, provider, batch[:mid], run_id, report)
+            _embed_batch(scope, provider, batch[mid:], run_id, report)
+            return
+        error_kind = kind.value if kind else type(exc).__name__
+        _record_failure(scope, identity.model_key, batch, error_kind, str(exc), report)
 
 
 def _record_failure(
