@@ -9,6 +9,8 @@ Then for each mode (dense, text, hybrid) and tenant:
 
 - warm `/v1/search` latency, p50 and p95 over `--queries` of the dataset's queries, each asked twice (one client,
   keep-alive), against the same queries through `search_mode` in this process: `service_over_in_process_p50`.
+  Where the difference goes: `client_mean_ms` (the client's wall time), `server_mean_ms` (the service's own time per
+  request, from its /metrics latency histogram read before and after each block) and `in_process_mean_ms`;
   Every query is asked once through each path before the clock starts (the model's first call on a new input
   length costs several times a warm one, in each process). `--client stdlib` (default) asks over one keep-alive
   `http.client` connection, whose own cost per request is ~0.1 ms; `--client httpx` over an `httpx.Client`, which
@@ -26,6 +28,9 @@ One JSON object is printed.
 
     .venv/bin/python bench/serve.py [--vectors 100000] [--small-vectors 2000] [--base-docs 600] [--queries 50]
                                     [--clients 16] [--cli-tries 3] [--baseline-src DIR] [--client stdlib|httpx]
+                                    [--modes dense,text,hybrid] [--home DIR]
+
+`--home DIR` keeps the embedded database in DIR and reuses the corpus an earlier run built there with the same sizes.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ DATASET = ROOT.parent / "shared" / "datasets" / "scifact"
 MODES = ("dense", "text", "hybrid")
 TENANTS = ("small", "large")
 K = 10
+ADMIN_TOKEN = "bench-admin-" + os.urandom(8).hex()  # the services' /metrics: their own time per request
 
 
 def main() -> None:
@@ -67,10 +73,14 @@ def main() -> None:
     parser.add_argument("--cli-tries", type=int, default=3)
     parser.add_argument("--client", choices=("stdlib", "httpx"), default="stdlib", help="the latency client")
     parser.add_argument("--dataset", type=Path, default=DATASET)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: which modes to measure")
+    parser.add_argument("--home", type=Path, help="keep the database here; a corpus built there before is reused")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    home = args.home or Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    home.mkdir(parents=True, exist_ok=True)
     os.environ.update({"EMBEDDINGS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
-                       "EMBEDDINGS_SCHEMA": "bench", "EMBEDDINGS_RATE_LIMIT": "0"})  # fmt: skip
+                       "EMBEDDINGS_SCHEMA": "bench", "EMBEDDINGS_RATE_LIMIT": "0",
+                       "EMBEDDINGS_ADMIN_TOKEN": ADMIN_TOKEN})  # fmt: skip
     os.environ.pop("EMBEDDINGS_SERVICE_URL", None)
     from embeddings_pipeline.store.server import start_embedded, stop_embedded
 
@@ -80,7 +90,8 @@ def main() -> None:
         print(json.dumps(run(args), indent=2))
     finally:
         stop_embedded(home)
-        shutil.rmtree(home, ignore_errors=True)
+        if args.home is None:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -112,7 +123,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         real.load()
         t0 = time.perf_counter()
         sizes = {"small": args.small_vectors, "large": args.vectors - args.small_vectors}
-        out["corpus"] = build(conn, schema, real, docs, sizes)
+        built = Path(os.environ["EMBEDDINGS_HOME"]) / f"corpus-{sizes['small']}-{sizes['large']}-{args.base_docs}.json"
+        if built.exists():  # --home: the same corpus, built by an earlier run
+            out["corpus"] = json.loads(built.read_text())
+        else:
+            out["corpus"] = build(conn, schema, real, docs, sizes)
+            if args.home is not None:
+                built.write_text(json.dumps(out["corpus"]))
         out["build_s"] = round(time.perf_counter() - t0, 1)
         providers = {t: search_provider(Scope(conn, schema, t)) for t in TENANTS}
         for t in TENANTS:
@@ -126,7 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         with serving() as url, baseline as base:
             urls = {"service": url, **({"baseline": base} if base else {})}
             out["modes"] = modes = {}
-            for mode in MODES:
+            for mode in [m for m in MODES if m in args.modes.split(",")]:
                 for t in TENANTS:
                     modes.setdefault(mode, {})[t] = measure(args, urls, tokens[t], conn, schema, providers[t], t,
                                                             mode, queries, wanted)  # fmt: skip
@@ -206,12 +223,16 @@ def measure(args, urls, token, conn, schema, provider, tenant, mode, queries, wa
     # alike, and one model's threads still spinning never slow the other's next call (they would, call by call)
     times: dict[str, list[float]] = {name: [] for name in (*clients, "here")}
     walls = {name: 0.0 for name in clients}
+    inside = {name: [0.0, 0.0] for name in clients}  # the service's own seconds and requests (its /metrics)
     names = list(clients)
     for name in [*names, "here", "here", *reversed(names)]:
+        before = None if name == "here" else server_seconds(urls[name])
         t0 = time.perf_counter()
         times[name].extend(here(q) if name == "here" else ask(name, q) for q in queries)
-        if name != "here":
+        if before is not None:
             walls[name] += time.perf_counter() - t0
+            after = server_seconds(urls[name])
+            inside[name] = [inside[name][i] + after[i] - before[i] for i in (0, 1)]
     for c in clients.values():
         c.close()
     local = percentile(times["here"], 0.5)
@@ -222,7 +243,11 @@ def measure(args, urls, token, conn, schema, provider, tenant, mode, queries, wa
         p50, prefix = percentile(times[name], 0.5), "" if name == "service" else f"{name}_"
         qps_1 = len(times[name]) / walls[name]  # one client, back to back
         qps_n, failed = concurrent_qps(urls[name], headers, mode, queries, args.clients)
+        server_mean = inside[name][0] / max(inside[name][1], 1)
         out.update({f"{prefix}service_p50_ms": ms(p50), f"{prefix}service_p95_ms": ms(percentile(times[name], 0.95)),
+                    f"{prefix}client_mean_ms": ms(statistics.mean(times[name])),
+                    f"{prefix}server_mean_ms": ms(server_mean),
+                    "in_process_mean_ms": ms(statistics.mean(times["here"])),
                     f"{prefix}service_over_in_process_p50": round(p50 / local, 2), f"{prefix}qps_1": round(qps_1, 1),
                     f"{prefix}qps_{args.clients}": round(qps_n, 1), f"{prefix}failed_{args.clients}": failed,
                     f"{prefix}qps_concurrent_over_1": round(qps_n / qps_1, 2)})  # fmt: skip
@@ -235,6 +260,23 @@ def measure(args, urls, token, conn, schema, provider, tenant, mode, queries, wa
                     "cli_via_service_s": round(via, 2),
                     "cli_via_service_over_service_p50": round(via / p50, 1)})  # fmt: skip
     return out
+
+
+def server_seconds(url: str) -> tuple[float, float]:
+    """(seconds, requests) the service has spent answering `/v1/search` so far, from the latency histogram of its
+    /metrics (its Timing middleware: from the request's arrival in the app to its last byte sent)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30).text
+    found = {"_sum": 0.0, "_count": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name == "embeddings_service_request_duration_seconds":
+            for sample in family.samples:
+                suffix = sample.name.removeprefix(family.name)
+                if suffix in found and sample.labels.get("endpoint") == "/v1/search":
+                    found[suffix] += sample.value
+    return found["_sum"], found["_count"]
 
 
 class LeanClient:
