@@ -19,7 +19,8 @@ import hashlib
 import psycopg
 from psycopg import sql
 
-from ..store.db import table
+from .db import relation_exists, table
+from .vector_tables import own_partitions, tenant_partition
 
 
 def index_name(tenant_id: str) -> str:
@@ -65,12 +66,9 @@ def ensure_for_own_partitions(
     conn: psycopg.Connection, schema: str, model_key: str, tenant_id: str | None = None
 ) -> list[str]:
     """`ensure` for every tenant (or just `tenant_id`) with a vector partition of its own for the model."""
-    from .vector_tables import own_partitions, tenant_partition
-
     if tenant_id is not None:
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
-                           (f'"{schema}"."{tenant_partition(model_key, tenant_id)}"',)).fetchone()  # fmt: skip
-        return ensure(conn, schema, [tenant_id]) if row and row[0] else []
+        own = relation_exists(conn, schema, tenant_partition(model_key, tenant_id))
+        return ensure(conn, schema, [tenant_id]) if own else []
     tenants = []
     for partition in own_partitions(conn, schema, model_key):
         row = conn.execute(sql.SQL("SELECT tenant_id FROM {} LIMIT 1").format(table(schema, partition))).fetchone()
