@@ -42,8 +42,12 @@ def test_ingest_materialize_status_search(cli, tmp_path):
         "chunker_version",
         "documents_not_chunked",
         "document_errors",
+        "last_success_at",
+        "last_success_run_id",
+        "seconds_since_success",
     }
     assert row["tenant"] == "acme" and row["documents"] == 3
+    assert row["last_success_run_id"] and 0 <= row["seconds_since_success"] < 600
     assert row["vectors"] == row["chunks"] > 0 and row["missing"] == row["stale"] == row["errors"] == 0
 
     hits = json.loads(cli("search", "where do we meet during a fire?", "--tenant", "acme", "-k", "2", "--json").output)

@@ -10,7 +10,7 @@ import pytest
 
 from embeddings_pipeline.cli.runner import materialize_tenants
 from embeddings_pipeline.store.status import tenant_status
-from embeddings_pipeline.store.tenants import tenant_settings, update_tenant
+from embeddings_pipeline.store.tenants import last_successes, tenant_settings, update_tenant
 
 from .helpers import count, seed
 from .standin_server import StandinServer
@@ -57,6 +57,8 @@ def test_provider_down_fails_fast_and_other_tenants_are_unaffected(conn, schema,
         assert "circuit" in runs["remote"].error.lower() or "503" in runs["remote"].error
         assert srv.requests.total() <= 6  # the breaker stopped the calls; nothing hammers a dead endpoint
         assert count(conn, schema, "chunks", "local") == 5
+        successes = last_successes(conn, schema)  # only a run whose chunks all got vectors counts as a success
+        assert set(successes) == {"local"} and successes["local"][1] == runs["local"].run_id
 
 
 def test_wrong_dimension_is_rejected_before_anything_is_written(conn, schema, monkeypatch, fast_retries):
@@ -71,6 +73,7 @@ def test_wrong_dimension_is_rejected_before_anything_is_written(conn, schema, mo
         srv.faults.wrong_dims = 383
         (run,) = materialize_tenants(["olly"], instance=dg.DagsterInstance.ephemeral())
         assert not run.success and run.checks["no_missing_vectors"] is False
+        assert last_successes(conn, schema)["olly"][1] == first.run_id  # the failed run is not a success
         written = conn.execute(f"SELECT count(*) FROM {schema}.vectors_{table}").fetchone()  # noqa: S608
         assert written == (10,)  # the first run's vectors only
         messages = [r[0] for r in conn.execute(f"SELECT message FROM {schema}.embedding_errors").fetchall()]  # noqa: S608

@@ -354,6 +354,11 @@ def test_metrics_per_tenant_counts_equal_tenant_status(client, tokens, conn, sch
         got = {s.labels["tenant"]: (s.value, s.labels["model_key"]) for s in families[f"embeddings_tenant_{field}"]}
         assert got == {t: (float(getattr(st, field)), st.model_key) for t, st in expected.items()}, field
     assert families["embeddings_tenant_metrics_up"][0].value == 1
+    since = {s.labels["tenant"]: s.value for s in families["embeddings_tenant_seconds_since_last_success"]}
+    assert set(since) == {ACME, ODD}  # "fresh" never had a successful run: no sample, so `absent()` can alert
+    for t in (ACME, ODD):
+        assert expected[t].last_success_run_id and expected[t].last_success_at
+        assert 0 <= since[t] <= expected[t].seconds_since_success + 5  # counted at scrape time, a moment earlier
     requests = {(s.labels["endpoint"], s.labels["status"]): s.value for s in families["embeddings_service_requests"]
                 if s.name.endswith("_total")}  # fmt: skip
     assert requests[("/v1/search", "200")] == 1 and requests[("/v1/search", "400")] == 1

@@ -10,6 +10,7 @@ from ..pipeline import model_change, steps
 from ..providers import ProviderError
 from ..store.db import tenant_lock
 from ..store.scope import Scope
+from ..store.tenants import record_success
 from ..text.chunks import CHUNKER_VERSION
 from .checks import CHECK_SPECS, evaluate_tenant_checks
 from .partitions import tenant_partitions
@@ -129,6 +130,8 @@ def embeddings(context: dg.AssetExecutionContext, store: PipelineStore, model: E
         check_results = evaluate_tenant_checks(
             conn, store.schema, identity, tenant, report.chunk_set, failure, report.gate
         )
+        if failure is None and all(c.passed for c in check_results):
+            record_success(conn, store.schema, tenant, run_id)
     context.log.info("tenant %r: %s", tenant, report.as_metadata())
     return dg.MaterializeResult(
         metadata={

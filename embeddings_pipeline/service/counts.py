@@ -1,9 +1,9 @@
 """Per-tenant counts for every tenant at once, as `store.status.tenant_status` computes them one tenant at a time.
 
 `/metrics` reads these at scrape time, so they must stay cheap at 1,000 tenants: a fixed number of grouped
-queries (tenants, settings, documents, blocks, errors, document errors) plus one per model in use, never one per
-tenant. Each count means what it means in `tenant_status` (same chunk set rule as `store.models.chunk_set_of`), and
-a test holds the two equal.
+queries (tenants, settings, documents, blocks, errors, document errors, last successes) plus one per model in use,
+never one per tenant. Each count means what it means in `tenant_status` (same chunk set rule as
+`store.models.chunk_set_of`), and a test holds the two equal.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from psycopg import sql
 from ..store.db import source_relation, table
 from ..store.documents import source_tenants
 from ..store.models import vector_table_of
-from ..store.status import TenantStatus
-from ..store.tenants import TenantSettings, all_tenant_settings
+from ..store.status import TenantStatus, success_fields
+from ..store.tenants import TenantSettings, all_tenant_settings, last_successes
 
 # the chunk set each tenant's counts read, per `chunk_set_of`: the active set of the active model, else the set
 # holding most of the model's vectors, else the tenant's only set; then counts over that set
@@ -104,6 +104,7 @@ def all_tenant_counts(
         ),
         (tenant_ids,),
     )
+    successes = last_successes(conn, schema)
     by_model: dict[str, list[str]] = {}
     for t in tenant_ids:
         by_model.setdefault(model[t], []).append(t)
@@ -114,6 +115,7 @@ def all_tenant_counts(
                 tenant, documents.get(tenant, 0), blocks.get(tenant, 0), chunks, vectors,
                 chunks - vectors + not_chunked,  # documents never chunked into the set are missing too
                 stale, errors.get(tenant, 0), key, chunk_set, not_chunked, document_errors.get(tenant, 0),
+                *success_fields(successes.get(tenant)),
             ))  # fmt: skip
     return sorted(out, key=lambda s: s.tenant)
 

@@ -87,10 +87,17 @@ class TenantCollector(Collector):
             )  # fmt: skip
             for f in TENANT_FIELDS
         }
+        since = GaugeMetricFamily(
+            "embeddings_tenant_seconds_since_last_success", "Seconds since the tenant's last successful run (every "
+            "chunk embedded, checks passed); no sample for a tenant that has had none", labels=["tenant", "model_key"],
+        )  # fmt: skip
         for row in rows:
             for f, family in families.items():
                 family.add_metric([row.tenant, row.model_key], getattr(row, f))
+            if row.seconds_since_success is not None:
+                since.add_metric([row.tenant, row.model_key], row.seconds_since_success)
         yield from families.values()
+        yield since
 
 
 class ProviderCollector(Collector):

@@ -220,6 +220,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "size and token total, kept exact by statement-level triggers on chunks and counted now from the rows",
         terms.MIGRATION,
     ),
+    (
+        12,
+        "each tenant's last successful run (every chunk embedded, its checks passed): when and which run, for "
+        "`status` and the service's seconds-since-last-success gauge",
+        """
+        ALTER TABLE {s}.tenants ADD COLUMN IF NOT EXISTS last_success_at timestamptz;
+        ALTER TABLE {s}.tenants ADD COLUMN IF NOT EXISTS last_success_run_id text;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
 
 from .db import source_relation, table
 from .models import chunk_set_of, vector_table_of
+from .tenants import last_successes
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class TenantStatus:
     chunker_version: str | None = None
     documents_not_chunked: int = 0  # live documents with no place in the chunk set yet (counted in `missing`)
     document_errors: int = 0  # source rows that cannot be parsed (see `document_errors`)
+    last_success_at: str | None = None  # the last successful run (ISO 8601; None: none yet), see `record_success`
+    last_success_run_id: str | None = None
+    seconds_since_success: float | None = None  # by the database's clock when counted
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -93,7 +98,16 @@ def tenant_status(
         chunk_set,
         counts["not_chunked"],
         counts["document_errors"],
+        *success_fields(last_successes(conn, schema, [tenant_id]).get(tenant_id)),
     )
+
+
+def success_fields(success: tuple[datetime, str | None, float] | None) -> tuple[str | None, str | None, float | None]:
+    """`last_successes`' entry as TenantStatus's last three fields."""
+    if success is None:
+        return None, None, None
+    when, run_id, seconds = success
+    return when.isoformat(), run_id, round(seconds, 3)
 
 
 def _count(conn: psycopg.Connection, query: sql.Composable, params: dict[str, object]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
@@ -110,6 +111,33 @@ def update_tenant(
                     (value or None, tenant_id),
                 )
     return tenant_settings(conn, schema, tenant_id)
+
+
+def record_success(conn: psycopg.Connection, schema: str, tenant_id: str, run_id: str) -> None:
+    """Stamp the tenant's last successful run: every chunk of its model embedded and its checks passed."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (tenant_id, last_success_at, last_success_run_id) VALUES (%s, now(), %s)"
+            " ON CONFLICT (tenant_id) DO UPDATE"
+            " SET last_success_at = excluded.last_success_at, last_success_run_id = excluded.last_success_run_id"
+        ).format(table(schema, "tenants")),
+        (tenant_id, run_id),
+    )
+
+
+def last_successes(
+    conn: psycopg.Connection, schema: str, tenant_ids: list[str] | None = None
+) -> dict[str, tuple[datetime, str | None, float]]:
+    """tenant -> (when, run id, seconds since, by the database's clock) of its last successful run, for the
+    tenants that had one (all of them, or `tenant_ids`)."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT tenant_id, last_success_at, last_success_run_id, extract(epoch FROM now() - last_success_at)"
+            " FROM {} WHERE last_success_at IS NOT NULL AND (%(ids)s::text[] IS NULL OR tenant_id = ANY(%(ids)s))"
+        ).format(table(schema, "tenants")),
+        {"ids": tenant_ids},
+    ).fetchall()
+    return {r[0]: (r[1], r[2], float(r[3])) for r in rows}
 
 
 def set_chunk_overflow(conn: psycopg.Connection, schema: str, tenant_id: str, policy: str) -> None:
