@@ -8,7 +8,8 @@ automation's evaluation of that tick (which must request exactly those 10). Time
 `steady_over_idle_tick` compares a tick with changes to the tick with none in the same run. With
 --materialize-all, every tenant is then brought up to date (the stand-in Ollama server embeds) and
 `materialize --all`'s check (no run for a tenant already up to date) is timed against one no-op Dagster run per
-tenant, what it did before.
+tenant, what it did before, and the service's `/metrics` scrape over every tenant (its exposition text: grouped
+counts) against the same counts read one tenant at a time.
 
     .venv/bin/python bench/tenants.py [--sizes 1000 10000] [--materialize-all]
 """
@@ -136,6 +137,7 @@ def materialize_all_noop(conn, schema: str, tenants: list[str]) -> dict[str, obj
         steps.build_chunks(scope, plan)
         steps.build_embeddings(scope, plan, "bench")
     setup_s = time.perf_counter() - t0
+    scraped = scrape(conn, schema, tenants, provider.identity.model_key)
     t0 = time.perf_counter()
     busy = tenants_with_work(tenants, None)
     check_s = time.perf_counter() - t0
@@ -152,6 +154,41 @@ def materialize_all_noop(conn, schema: str, tenants: list[str]) -> dict[str, obj
         "noop_run_s": round(run_s, 2),
         "materialize_all_before_s_estimated": round(run_s * len(tenants), 1),
         "before_over_now": round(run_s * len(tenants) / check_s, 1),
+        **scraped,
+    }
+
+
+def scrape(conn, schema: str, tenants: list[str], model_key: str, rounds: int = 3) -> dict[str, object]:
+    """The service's `/metrics` over every tenant (the exposition text `generate_latest` writes from the per-tenant
+    counts, `service/counts.py`: grouped queries), median of `rounds`, against the same counts one tenant at a
+    time (`store.status.tenant_status`, what `status` runs), and the two must agree."""
+    import statistics
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from embeddings_pipeline.service.counts import all_tenant_counts
+    from embeddings_pipeline.service.metrics import TenantCollector
+    from embeddings_pipeline.store.status import tenant_status
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TenantCollector(lambda: all_tenant_counts(conn, schema, lambda _: model_key)))
+    times, text = [], b""
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        text = generate_latest(registry)
+        times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    one_by_one = [tenant_status(conn, schema, t, model_key) for t in tenants]
+    per_tenant_s = time.perf_counter() - t0
+    grouped = all_tenant_counts(conn, schema, lambda _: model_key)
+    fields = ("documents", "chunks", "vectors", "missing", "stale")
+    assert [[getattr(s, f) for f in fields] for s in grouped] == [[getattr(s, f) for f in fields] for s in one_by_one]
+    scrape_s = statistics.median(times)
+    return {
+        "metrics_scrape_s": round(scrape_s, 3),
+        "metrics_scrape_bytes": len(text),
+        "status_one_tenant_at_a_time_s": round(per_tenant_s, 2),
+        "one_at_a_time_over_scrape": round(per_tenant_s / scrape_s, 1),
     }
 
 
