@@ -90,7 +90,7 @@ def work_left(scope: Scope, provider: EmbeddingProvider) -> str | None:
             return "documents changed since they were chunked"
         if parsing.removed_documents(*scope):
             return "removed documents still have chunks"
-        if backlog.pending_vectors(*scope, identity.vector_table, chunk_set):
+        if backlog.has_pending_vectors(*scope, identity.vector_table, chunk_set):
             return "chunks without a current vector"
         return None
     except psycopg.Error as exc:

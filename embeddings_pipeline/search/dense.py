@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
 from ..config import validate_tenant_id
 from ..store.db import table
+from . import documents as docs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,6 +24,8 @@ class SearchHit:
     score: float  # cosine similarity (dense), ts_rank_cd (text), reciprocal rank fusion (hybrid)
     model_key: str
     run_id: str
+    title: str | None = None  # the document's (None: not read; `documents.with_documents` reads it)
+    metadata: Any = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -49,9 +52,10 @@ def search_vector(
     query: np.ndarray,
     k: int = 10,
     chunk_set: str | None = None,
+    documents: bool = False,
 ) -> list[SearchHit]:
-    """Top-k chunks of `tenant_id` by cosine similarity, from one chunk set (all of the model's when None).
-    Only that tenant's rows are ever read."""
+    """Top-k chunks of `tenant_id` by cosine similarity, from one chunk set (all of the model's when None), with
+    their documents' title and metadata when `documents`. Only that tenant's rows are ever read."""
     validate_tenant_id(tenant_id)
     if k < 1:
         raise ValueError("k must be at least 1")
@@ -65,16 +69,22 @@ def search_vector(
         rows = conn.execute(
             sql.SQL(
                 """
-                SELECT c.chunk_id, c.doc_id, c.text, 1 - v.distance, v.model_key, v.run_id
+                SELECT c.chunk_id, c.doc_id, c.text, 1 - v.distance, v.model_key, v.run_id {doc_columns}
                   FROM (SELECT chunk_id, content_hash, model_key, run_id, embedding <=> %(q)s AS distance
                           FROM {v} WHERE tenant_id = %(t)s AND embedding IS NOT NULL
                          ORDER BY embedding <=> %(q)s LIMIT %(k)s) v
                   JOIN {chunks} c ON c.tenant_id = %(t)s AND c.chunk_id = v.chunk_id
                                  AND c.content_hash = v.content_hash
                                  AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)
+                  {doc_join}
                  ORDER BY v.distance
                 """
-            ).format(v=table(schema, vector_table), chunks=table(schema, "chunks")),
+            ).format(
+                v=table(schema, vector_table),
+                chunks=table(schema, "chunks"),
+                doc_columns=docs.COLUMNS if documents else sql.SQL(""),
+                doc_join=docs.join(schema) if documents else sql.SQL(""),
+            ),  # fmt: skip
             {"q": query, "t": tenant_id, "k": k, "chunk_set": chunk_set},
         ).fetchall()
-    return [SearchHit(r[0], r[1], r[2], float(r[3]), r[4], r[5]) for r in rows]
+    return [SearchHit(r[0], r[1], r[2], float(r[3]), r[4], r[5], *r[6:]) for r in rows]

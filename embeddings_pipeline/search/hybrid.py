@@ -10,6 +10,7 @@ import psycopg
 
 from ..store.models import chunk_set_of
 from .dense import SearchHit, search_vector
+from .documents import with_documents
 from .text import search_text
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ def search_mode(
     candidates: int = 100,
 ) -> list[SearchHit]:
     """Top-k chunks of the tenant by `mode`: dense (cosine), text (BM25) or hybrid (RRF of the top
-    `candidates` of both). Every mode reads the chunk set the tenant searches with this model."""
+    `candidates` of both), each with its document's title and metadata. Every mode reads the chunk set the tenant
+    searches with this model."""
     _check_mode(mode)
     chunk_set = chunk_set_of(conn, schema, tenant_id, provider.identity.model_key)
     return search_chunk_set(conn, schema, provider, tenant_id, chunk_set, query, k, mode, candidates)
@@ -70,14 +72,15 @@ def search_chunk_set(
     _check_mode(mode)
     identity = provider.identity
     pool = max(k, candidates) if mode == "hybrid" else k
+    alone = mode != "hybrid"  # a single ranking reads its documents in its own query; a fusion for its top k
     dense: list[SearchHit] = []
     if mode != "text":
         vector = provider.embed_query(query)
-        dense = search_vector(conn, schema, identity.vector_table, tenant_id, vector, pool, chunk_set)
+        dense = search_vector(conn, schema, identity.vector_table, tenant_id, vector, pool, chunk_set, alone)
         if mode == "dense":
             return dense
-    text = search_text(conn, schema, tenant_id, query, pool, chunk_set)
-    return text if mode == "text" else rrf([dense, text])[:k]
+    text = search_text(conn, schema, tenant_id, query, pool, chunk_set, alone)
+    return text if alone else with_documents(conn, schema, tenant_id, rrf([dense, text])[:k])
 
 
 def search(

@@ -10,6 +10,7 @@ from psycopg import sql
 from ..config import validate_tenant_id
 from ..store import text_index
 from ..store.db import table
+from . import documents as docs
 from .dense import SearchHit
 
 # BM25 in SQL over PostgreSQL's own full-text index, within one tenant's chunk set. Terms are the query's words
@@ -81,8 +82,9 @@ WITH top AS (
      ORDER BY score DESC, c.chunk_id COLLATE "C"
      LIMIT %(k)s
 )
-SELECT c.chunk_id, c.doc_id, c.text, top.score
+SELECT c.chunk_id, c.doc_id, c.text, top.score {doc_columns}
   FROM top JOIN {chunks} c ON c.tenant_id = %(t)s AND c.chunk_id = top.chunk_id
+  {doc_join}
  ORDER BY top.score DESC, top.chunk_id COLLATE "C"
 """
 # (tenant filter, one scan) on the shared index and on the tenant's own
@@ -106,8 +108,10 @@ def search_text(
     query: str,
     k: int = 10,
     chunk_set: str | None = None,
+    documents: bool = False,
 ) -> list[SearchHit]:
-    """Top-k chunks of `tenant_id` by BM25 over the chunk texts; empty when no query word is indexed.
+    """Top-k chunks of `tenant_id` by BM25 over the chunk texts (with their documents' title and metadata when
+    `documents`); empty when no query word is indexed.
 
     Exact, in at most two passes (MaxScore): first only the chunks holding one of the rarest terms are scored
     (over every term); their k-th score is a threshold. A term adds less than its bound, idf times (k1 + 1), so a
@@ -127,26 +131,34 @@ def search_text(
     idf = {lexeme: _idf(n, df) for lexeme, df in terms}
     params |= {"lexemes": list(idf), "idf": list(idf.values()), "avglen": avglen, "k": k}
     chunks, form = table(schema, "chunks"), _OWN if own else _SHARED
+    extra = {"doc_columns": docs.COLUMNS, "doc_join": docs.join(schema)} if documents else {}
     rare = _rarest(terms, k)
-    rows = _score(conn, chunks, form, params, [" | ".join(_quoted(lexeme) for lexeme, _ in terms[:rare])])
+    rows = _score(conn, chunks, form, params, [" | ".join(_quoted(lexeme) for lexeme, _ in terms[:rare])], extra)
     threshold = float(rows[-1][3]) if len(rows) == k else 0.0
     common = [(lexeme, idf[lexeme] * _MAX_TF_WEIGHT) for lexeme, _ in terms[rare:]]
     clauses = _clauses(common, threshold)
     if clauses == []:
         return _hits(rows)
-    more = _score(conn, chunks, form, params, _grouped(clauses))
+    more = _score(conn, chunks, form, params, _grouped(clauses), extra)
     merged = {r[0]: r for r in rows} | {r[0]: r for r in more}
     return _hits(sorted(merged.values(), key=lambda r: (-float(r[3]), r[0].encode()))[:k])
 
 
 def _score(
-    conn: psycopg.Connection, chunks: sql.Composable, form: tuple[str, str], params: dict[str, object], match: list[str]
+    conn: psycopg.Connection,
+    chunks: sql.Composable,
+    form: tuple[str, str],
+    params: dict[str, object],
+    match: list[str],
+    extra: dict[str, sql.Composable],
 ) -> list:
     """`_SCORE` over the chunks matching any of the tsquery texts in `match` (each with the tenant's lexeme on the
-    shared index). Planned for these values every time (never a generic plan: a partial index needs the tenant)."""
+    shared index; `extra`: the document columns, or none). Planned for these values every time (never a generic
+    plan: a partial index needs the tenant)."""
     scans = sql.SQL(" OR ").join(sql.SQL(form[1]).format(sql.Placeholder(f"m{i}")) for i in range(len(match)))
     named = {f"m{i}": m for i, m in enumerate(match)}
-    statement = sql.SQL(_SCORE).format(chunks=chunks, tenant=sql.SQL(form[0]), match=scans)
+    parts = {"doc_columns": sql.SQL(""), "doc_join": sql.SQL("")} | extra
+    statement = sql.SQL(_SCORE).format(chunks=chunks, tenant=sql.SQL(form[0]), match=scans, **parts)
     return conn.execute(statement, params | {"match": match} | named, prepare=False).fetchall()
 
 
@@ -260,4 +272,4 @@ def _idf(n: float, df: float) -> float:
 
 
 def _hits(rows: list[tuple]) -> list[SearchHit]:
-    return [SearchHit(r[0], r[1], r[2], float(r[3]), "", "") for r in rows]
+    return [SearchHit(r[0], r[1], r[2], float(r[3]), "", "", *r[4:]) for r in rows]

@@ -46,7 +46,8 @@ def search_through_service(tenant: str, query: str, k: int, mode: str) -> tuple[
     if payload.get("tenant") != tenant:
         raise ServiceError(f"EMBEDDINGS_SERVICE_TOKEN is not a token of tenant {tenant!r}")
     hits = [
-        SearchHit(h["chunk_id"], h["doc_id"], h["text"], float(h["score"]), h["model_key"], h["run_id"])
+        SearchHit(h["chunk_id"], h["doc_id"], h["text"], float(h["score"]), h["model_key"], h["run_id"],
+                  h.get("title"), h.get("metadata"))  # fmt: skip
         for h in payload["hits"]
         if not h.get("context")
     ]

@@ -27,8 +27,9 @@ from ..providers.base import ProviderError
 from ..providers.remote import redact_text
 from ..providers.rerank import Reranker
 from ..search import MODES, SearchHit, rrf
+from ..search.documents import document_metadata
 from ..search.hybrid import search_chunk_set
-from ..store.db import source_relation, table
+from ..store.db import table
 from ..store.models import vector_table_of
 from .errors import bad_request
 from .plans import ServingPlan
@@ -111,10 +112,10 @@ def run_search(
         entries = [_entry(h) for h in _search(conn, schema, plan, tenant_id, request)]
     if request.neighbors and entries:
         entries = with_neighbors(conn, schema, tenant_id, plan.chunk_set, entries, request.neighbors)
-    documents = document_metadata(conn, schema, tenant_id, sorted({e["doc_id"] for e in entries}))
+    documents = document_metadata(conn, schema, tenant_id, sorted({e["doc_id"] for e in entries if e["title"] is None}))
     for e in entries:
-        title, metadata = documents.get(e["doc_id"], ("", {}))
-        e["title"], e["metadata"] = title, metadata
+        if e["title"] is None:  # neighbors shown as context, and hits read before their document: read here
+            e["title"], e["metadata"] = documents.get(e["doc_id"], ("", {}))
     return {
         "object": "search_result",
         "tenant": tenant_id,
@@ -219,24 +220,10 @@ def with_neighbors(
                 shown.add(chunk_id)
             elif chunk_id not in hit_ids and chunk_id not in shown:
                 out.append({"chunk_id": chunk_id, "doc_id": doc_id, "text": text, "score": None, "model_key": None,
-                            "run_id": None, "context": True, "context_of": hit["chunk_id"], "ordinal": o})  # fmt: skip
+                            "run_id": None, "title": None, "metadata": None, "context": True,
+                            "context_of": hit["chunk_id"], "ordinal": o})  # fmt: skip
                 shown.add(chunk_id)
         if hit["chunk_id"] not in shown:  # its chunk is gone since the search read it: keep the hit as found
             out.append(hit)
             shown.add(hit["chunk_id"])
     return out
-
-
-def document_metadata(
-    conn: psycopg.Connection, schema: str, tenant_id: str, doc_ids: list[str]
-) -> dict[str, tuple[str, Any]]:
-    """doc_id -> (title, metadata) of the tenant's documents `doc_ids`, from the source relation."""
-    if not doc_ids:
-        return {}
-    rows = conn.execute(
-        sql.SQL("SELECT doc_id, title, metadata FROM {} WHERE tenant_id = %s AND doc_id = ANY(%s)").format(
-            source_relation(schema)
-        ),
-        (tenant_id, doc_ids),
-    ).fetchall()
-    return {r[0]: (r[1] or "", r[2] if r[2] is not None else {}) for r in rows}

@@ -91,6 +91,12 @@ def register_model(conn: psycopg.Connection, schema: str, identity: ModelIdentit
                 sql.Identifier(f"{key}_hash"), table(schema, vt)
             )
         )
+        conn.execute(  # the rows holding a vector, for `vectors.has_pending` (the no-op check): index-only
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} (tenant_id, chunk_id) INCLUDE (content_hash)"
+                " WHERE embedding IS NOT NULL"
+            ).format(sql.Identifier(f"{key}_current"), table(schema, vt))
+        )
         if serves(conn, schema, key):
             _create_search_indexes(conn, schema, key)
     return vt
