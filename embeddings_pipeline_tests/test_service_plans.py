@@ -41,7 +41,7 @@ def test_a_remembered_plan_answers_what_search_mode_returns(store, conn, schema,
             r = client.post("/v1/search", json={"query": query, "k": 5, "mode": mode}, headers=bearer(acme_token))
             assert r.status_code == 200, r.text
             expected = search_mode(conn, schema, provider, ACME, query, 5, mode)
-            assert hits_of(r.json()) == [tuple(h.as_dict().values()) for h in expected] and expected
+            assert hits_of(r.json()) == [tuple(h.as_dict().values())[:6] for h in expected] and expected
         assert plans.reads == 1
 
 
