@@ -84,7 +84,7 @@ def _ingest(conn, schema: str, tenant: str, t: int, chunks: int) -> None:
     upsert_documents(conn, schema, tenant, docs)
 
 
-def one_size(total: int) -> dict[str, object]:
+def one_size(total: int, keep: bool = False) -> dict[str, object]:
     schema = f"curve_{uuid.uuid4().hex[:8]}"
     _env(schema)
     import dagster as dg
@@ -126,6 +126,7 @@ def one_size(total: int) -> dict[str, object]:
             t0 = time.perf_counter()
             busy = [t for t in tenants if work_left(Scope(conn, schema, t), provider) is not None]
             noop_plan_s = time.perf_counter() - t0
+            out.update(noop_parts(conn, schema, tenants, provider, chunks))
         assert not busy, busy[:3]
         t0 = time.perf_counter()
         noop = materialize_tenants(tenants, instance=instance)
@@ -145,9 +146,86 @@ def one_size(total: int) -> dict[str, object]:
                 out.update(_search(conn, schema, tenant, name, sizes[tenants.index(tenant)]))
     finally:
         server.kill()
-        with psycopg.connect(store.url(), autocommit=True) as c:
-            c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        if keep:  # `--keep`: left for probing (drop it by hand afterwards)
+            out["kept_schema"] = schema
+        else:
+            with psycopg.connect(store.url(), autocommit=True) as c:
+                c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
     return out
+
+
+def noop_parts(conn, schema: str, tenants: list[str], provider, chunks: int) -> dict[str, object]:
+    """Where `work_left`'s time goes with nothing changed: each of its reads timed on its own, summed over the
+    tenants (s, and us per chunk of the corpus), and the largest tenant's share. `before`: the counting reads
+    without the partial index `<model_key>_current` (dropped in a transaction rolled back afterwards); `after`:
+    the reads `work_left` makes now; `after_chunks_idx`: the same with an index on chunks that a migration could
+    add, `(tenant_id, chunker_version, chunk_id) INCLUDE (content_hash)`, so neither side reads a heap (made in a
+    transaction rolled back afterwards). Interleaved, best of 2 per read."""
+    from embeddings_pipeline.pipeline.model_change import target_chunk_set
+    from embeddings_pipeline.store import backlog, parsing
+    from embeddings_pipeline.store.tenants import tenant_settings
+
+    vt, key = provider.identity.vector_table, provider.identity.model_key
+    common = {
+        "settings": lambda s, cs: (target_chunk_set(s, provider), tenant_settings(*s)),
+        "documents_not_chunked": lambda s, cs: backlog.documents_not_chunked(*s, cs),
+        "removed_documents": lambda s, cs: parsing.removed_documents(*s),
+    }
+    variants = {
+        "before": {**common, "pending_vectors": lambda s, cs: backlog.pending_vectors(*s, vt, cs)},
+        "after": {**common, "pending_vectors": lambda s, cs: backlog.has_pending_vectors(*s, vt, cs)},
+    }
+    variants["after_chunks_idx"] = variants["after"]
+    setup = {
+        "before": sql.SQL("DROP INDEX IF EXISTS {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(f"{key}_current")
+        ),
+        "after_chunks_idx": sql.SQL(
+            "CREATE INDEX bench_chunks_current ON {}.chunks (tenant_id, chunker_version, chunk_id)"
+            " INCLUDE (content_hash)"
+        ).format(sql.Identifier(schema)),
+    }
+    best: dict[tuple[str, str], tuple[float, float]] = {}
+    for variant in [*variants, *variants]:
+        with conn.transaction(force_rollback=True):
+            if variant in setup:
+                conn.execute(setup[variant])
+            took = _time_parts(conn, schema, tenants, provider, variants[variant])
+        for name, (total, largest) in took.items():
+            best[variant, name] = min(best.get((variant, name), (float("inf"), 0.0)), (total, largest))
+    out: dict[str, object] = {}
+    for (variant, name), (total, largest) in best.items():
+        out[f"noop_{variant}_{name}_s"] = round(total, 3)
+        out[f"noop_{variant}_{name}_us_per_chunk"] = round(1e6 * total / max(1, chunks), 2)
+        out[f"noop_{variant}_{name}_largest_tenant_s"] = round(largest, 3)
+    for variant in variants:
+        total = sum(t for (v, _), (t, _) in best.items() if v == variant)
+        out[f"noop_{variant}_total_s"] = round(total, 3)
+        out[f"noop_{variant}_total_us_per_chunk"] = round(1e6 * total / max(1, chunks), 2)
+    for variant in ("after", "after_chunks_idx"):
+        over = out[f"noop_{variant}_total_s"] / max(1e-9, out["noop_before_total_s"])
+        out[f"noop_{variant}_over_before"] = round(over, 3)
+        over = out[f"noop_{variant}_pending_vectors_s"] / max(1e-9, out["noop_before_pending_vectors_s"])
+        out[f"noop_{variant}_pending_over_before"] = round(over, 3)
+    return out
+
+
+def _time_parts(conn, schema: str, tenants: list[str], provider, parts) -> dict[str, tuple[float, float]]:
+    """(seconds over every tenant, seconds for the first: the largest) per part."""
+    from embeddings_pipeline.pipeline.model_change import target_chunk_set
+    from embeddings_pipeline.store.scope import Scope
+
+    took = {name: [0.0, 0.0] for name in parts}
+    for i, tenant in enumerate(tenants):
+        scope = Scope(conn, schema, tenant)
+        chunk_set = target_chunk_set(scope, provider)
+        for name, read in parts.items():
+            t0 = time.perf_counter()
+            read(scope, chunk_set)
+            took[name][0] += time.perf_counter() - t0
+            if i == 0:
+                took[name][1] = time.perf_counter() - t0
+    return {name: (t[0], t[1]) for name, t in took.items()}
 
 
 def _search(conn, schema: str, tenant: str, name: str, size: int) -> dict[str, object]:
@@ -248,6 +326,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,30000,90000")
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--shard-tenant", type=int, default=0)
     ap.add_argument("--serve-standin", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
@@ -256,7 +335,7 @@ def main() -> None:
         _serve_standin(args.serve_standin)
         return
     if args.size:
-        print(json.dumps(one_size(args.size)))
+        print(json.dumps(one_size(args.size, args.keep)))
         return
     results: dict[str, object] = {}
     if args.shard_tenant:

@@ -65,7 +65,7 @@ def pending_vectors(conn: psycopg.Connection, schema: str, tenant_id: str, vecto
 def has_pending_vectors(
     conn: psycopg.Connection, schema: str, tenant_id: str, vector_table: str, chunk_set: str
 ) -> bool:
-    """Whether `pending_vectors` is above zero (stops at the first pending chunk)."""
+    """Whether `pending_vectors` is above zero (`work_left`'s test: the vector rows themselves are not read)."""
     if relation_exists(conn, schema, vector_table):
         return vectors.has_pending(conn, schema, vector_table, tenant_id, chunk_set)
     return chunk_count(conn, schema, tenant_id, chunk_set) > 0
