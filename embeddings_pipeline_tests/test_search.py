@@ -63,6 +63,28 @@ def test_hybrid_fuses_dense_and_text(tenants, conn, schema, provider):
         search_mode(conn, schema, provider, "acme", "x", 3, "sparse")
 
 
+def test_dense_search_never_runs_a_generic_plan(tenants, conn, schema, provider):
+    """psycopg prepares a statement run five times; PostgreSQL may then switch it to a generic plan, which for the
+    dense query joins the whole chunks table. Even where the session asks for generic plans, every dense search of
+    a prepared statement is planned for its tenant, and the hits stay the same."""
+    from embeddings_pipeline.search import search_vector
+
+    vector = provider.embed_query("XJ-9000 impeller")
+    vt = provider.identity.vector_table
+    first = search_vector(conn, schema, vt, "acme", vector, 3)
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        runs = [search_vector(conn, schema, vt, t, vector, 3) for _ in range(8) for t in ("acme", "globex")]
+        plans = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+            ("%embedding <=>%",),
+        ).fetchall()
+    finally:
+        conn.execute("RESET plan_cache_mode")
+    assert runs[0] == first and runs[-2] == first and {h.doc_id for h in runs[-1]} == {"other.txt"}
+    assert plans and all(generic == 0 and custom > 0 for generic, custom in plans), plans
+
+
 def test_pruned_bm25_pass_gives_the_full_ranking(conn, schema, monkeypatch):
     """The first pass scores only the chunks holding the rarest terms; whether it proves its top k (MaxScore bound)
     or falls back to scoring every match, the hits and scores are those of scoring every match."""

@@ -63,9 +63,13 @@ def search_vector(
         # A small tenant's rows sit in the shared partition, which has no HNSW graph: an exact scan of its own
         # rows. A large tenant has a partition and a graph of its own vectors only, so nothing is filtered out of
         # its index scan (no iterative scan needed: its relaxed order would cost recall); ef_search grows with k
-        # and the partition's size.
-        conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search(conn, schema, vector_table,
-                                                                                       tenant_id, k)),))  # fmt: skip
+        # and the partition's size. Always a plan for this tenant (never the generic plan a prepared statement
+        # may switch to after five runs: without the tenant it joins the whole chunks table, 85-263 ms at 100k).
+        ef = str(ef_search(conn, schema, vector_table, tenant_id, k))
+        conn.execute(
+            "SELECT set_config('hnsw.ef_search', %s, true), set_config('plan_cache_mode', 'force_custom_plan', true)",
+            (ef,),
+        )
         rows = conn.execute(
             sql.SQL(
                 """
