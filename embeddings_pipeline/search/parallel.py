@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from .dense import SearchHit, search_vector
+from .documents import with_documents
 from .hybrid import rrf
 from .text import search_text
 
@@ -41,4 +42,4 @@ def hybrid_parallel(
         dense = search_vector(conn, schema, provider.identity.vector_table, tenant_id, vector, pool, chunk_set)
     finally:
         text_hits = text.result()  # never leave the other connection mid-statement
-    return rrf([dense, text_hits])[:k]
+    return with_documents(conn, schema, tenant_id, rrf([dense, text_hits])[:k])
