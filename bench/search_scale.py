@@ -141,7 +141,7 @@ def session11_text() -> Iterator[None]:
 
     def stats(conn, schema, params):  # type: ignore[no-untyped-def]
         got = real[0](conn, schema, params)
-        return None if got is None else (*got[:3], False)
+        return None if got is None else (*got[:3], False, dict.fromkeys(got[4], text._MAX_TF_WEIGHT))
 
     def clauses(common, threshold):  # type: ignore[no-untyped-def]
         exact = text._cover(common, threshold, len(common))

@@ -44,6 +44,23 @@ def assert_exact(conn: psycopg.Connection, schema: str) -> None:
     have, want = stored(conn, schema), recount(conn, schema)
     assert have[1] == want[1]
     assert have[0] == want[0], (sorted(have[0] - want[0])[:5], sorted(want[0] - have[0])[:5])
+    assert_bounds(conn, schema)
+
+
+def assert_bounds(conn: psycopg.Connection, schema: str) -> None:
+    """Every term's stored bounds hold: at least its most occurrences in one chunk, at most the fewest tokens of a
+    chunk holding it (looser after deletes, never tighter than the chunks)."""
+    broken = conn.execute(
+        sql.SQL(
+            "SELECT t.tenant_id, t.lexeme, t.chunk_set, t.max_tf, t.min_tokens, a.tf, a.tokens FROM {terms} t"
+            " JOIN (SELECT c.tenant_id, u.lexeme, c.chunker_version AS cs,"
+            "              max(coalesce(cardinality(u.positions), 0)) AS tf, min(c.token_count) AS tokens"
+            "         FROM {chunks} c, unnest(c.tsv) AS u(lexeme, positions, weights) GROUP BY 1, 2, 3) a"
+            "   ON a.tenant_id = t.tenant_id AND a.lexeme = t.lexeme AND a.cs = t.chunk_set"
+            " WHERE t.max_tf < a.tf OR t.min_tokens > a.tokens"
+        ).format(terms=table(schema, "chunk_terms"), chunks=table(schema, "chunks"))
+    ).fetchall()
+    assert not broken, broken[:5]
 
 
 def add(conn: psycopg.Connection, schema: str, rows: list[tuple], copy: bool = False) -> None:
@@ -303,3 +320,41 @@ def test_concurrent_writers_keep_statistics_exact(conn, schema, pg_url):
             future.result()
     assert_exact(conn, schema)
     assert {t: n for t, _, n, _ in stored(conn, schema)[1]}["acme"] == 500
+
+
+def test_per_term_bounds_prune_exactly_with_repeats_ties_and_deletes(conn, schema, monkeypatch):
+    """Each term's own bound (its most occurrences in one chunk, the fewest tokens of such a chunk) prunes the
+    second pass, and the ranking stays that of scoring every match: words repeated up to five times in chunks of
+    every length, identical chunks tied at the k-th score, the chunks that set a bound deleted (the bound stays,
+    loose) and a chunk that raises it added."""
+    rng = __import__("random").Random(11)
+    words = ["pump", "valve", "station", "pressure", "crew", "seal", "rotor", "flow", "gauge", "pipe"]
+
+    def text() -> str:
+        out = [w for w in rng.sample(words, rng.randint(1, 5)) for _ in range(rng.choice([1, 1, 1, 2, 5]))]
+        return " ".join(out + ["filler"] * rng.randint(0, 30) + (["cavitation"] if rng.random() < 0.05 else []))
+
+    rows = [row("plant", i, text()) for i in range(250)] + [row("plant", 250 + i, "pump valve seal") for i in range(6)]
+    add(conn, schema, rows, copy=True)
+    queries = ["cavitation pump valve seal", "pump valve seal", "rotor flow gauge pipe crew cavitation", "pipe"]
+
+    def check() -> None:
+        assert_bounds(conn, schema)
+        for query in queries:
+            for k in (1, 3, 8, 30):
+                monkeypatch.setattr(text_search, "PRUNED_POSTINGS", 10**9)
+                full = ranking(conn, schema, "plant", query, k)
+                monkeypatch.setattr(text_search, "PRUNED_POSTINGS", 5)
+                for clauses in (64, 1):
+                    monkeypatch.setattr(text_search, "MAX_CLAUSES", clauses)
+                    assert ranking(conn, schema, "plant", query, k) == full, (query, k, clauses)
+
+    check()
+    tight = conn.execute(sql.SQL("SELECT max_tf FROM {} WHERE tenant_id = 'plant' AND lexeme = 'pump'").format(
+        table(schema, "chunk_terms"))).fetchone()  # fmt: skip
+    assert tight is not None and 1 < tight[0] < 256  # a real bound, not the default
+    chunks = table(schema, "chunks")
+    conn.execute(sql.SQL("DELETE FROM {} WHERE tenant_id = 'plant' AND text LIKE '%%pump pump%%'").format(chunks))
+    check()
+    add(conn, schema, [row("plant", 900, " ".join(["pump"] * 9))])
+    check()

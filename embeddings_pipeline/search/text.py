@@ -25,6 +25,7 @@ from .dense import SearchHit
 
 # Each query term with its df in the chunk set, and the set's size and average length (tokens). The average is
 # avg(token_count) as PostgreSQL computes it (numeric sum / count), so the scores equal those of counting rows.
+# Also each term's bounds (migration 13): its most occurrences in one chunk and the fewest tokens of such a chunk.
 _STATS = r"""
 WITH terms AS (
     SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english'::regconfig, %(text)s))) AS lexeme
@@ -32,13 +33,15 @@ WITH terms AS (
     SELECT sum(s.n) AS n, sum(s.tokens) AS tokens FROM {corpus} s
      WHERE s.tenant_id = %(t)s AND (%(chunk_set)s::text IS NULL OR s.chunk_set = %(chunk_set)s)
 )
-SELECT t.lexeme,
-       coalesce((SELECT sum(s.df) FROM {terms} s
-                  WHERE s.tenant_id = %(t)s AND s.lexeme = t.lexeme
-                    AND (%(chunk_set)s::text IS NULL OR s.chunk_set = %(chunk_set)s)), 0)::float8,
+SELECT t.lexeme, coalesce(s.df, 0)::float8,
        corpus.n::float8, greatest(corpus.tokens / corpus.n, 1)::float8,
-       coalesce((SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = to_regclass(%(own)s)), false)
+       coalesce((SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = to_regclass(%(own)s)), false),
+       s.max_tf::float8, s.min_tokens::float8
   FROM terms t CROSS JOIN corpus
+  LEFT JOIN LATERAL (SELECT sum(s.df) AS df, max(s.max_tf) AS max_tf, min(s.min_tokens) AS min_tokens
+                       FROM {terms} s
+                      WHERE s.tenant_id = %(t)s AND s.lexeme = t.lexeme
+                        AND (%(chunk_set)s::text IS NULL OR s.chunk_set = %(chunk_set)s)) s ON true
 """
 
 # The same counted from the chunks (each term's postings within the tenant's lexeme): for a set with no
@@ -54,7 +57,8 @@ SELECT t.lexeme,
            AND c.tsv @@ (('''' || replace(replace(t.lexeme, '\', '\\'), '''', '''''') || '''')::tsquery
                          && ('''tenant ' || md5(%(t)s) || '''')::tsquery))::float8,
        corpus.n, corpus.avglen,
-       coalesce((SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = to_regclass(%(own)s)), false)
+       coalesce((SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = to_regclass(%(own)s)), false),
+       NULL::float8, NULL::float8
   FROM terms t CROSS JOIN (
        SELECT count(*)::float8 AS n, greatest(avg(c.token_count), 1)::float8 AS avglen FROM {chunks} c
         WHERE c.tenant_id = %(t)s AND (%(chunk_set)s::text IS NULL OR c.chunker_version = %(chunk_set)s)) corpus
@@ -96,6 +100,7 @@ _OWN = ("c.tenant_id = %(t)s", "c.tsv @@ {}::tsquery")
 PRUNED_POSTINGS = 2000
 MAX_CLAUSES = 64
 _MAX_TF_WEIGHT = 0.9 + 1  # tf * (k1 + 1) / (tf + k1 * norm) < k1 + 1
+_SLACK = 1 + 1e-9  # a bound a hair above the best score it allows: float rounding, and ties at the k-th score
 
 Terms = list[tuple[str, float]]  # (lexeme, df), rarest first
 Clause = tuple[list[str], list[str]]  # a chunk matches when it holds all of the first and (if any) one of the second
@@ -114,11 +119,12 @@ def search_text(
     `documents`); empty when no query word is indexed.
 
     Exact, in at most two passes (MaxScore): first only the chunks holding one of the rarest terms are scored
-    (over every term); their k-th score is a threshold. A term adds less than its bound, idf times (k1 + 1), so a
-    chunk holding none of the rarest terms can enter the top k only if the bounds of the terms it holds sum above
-    the threshold: the second pass scores only the chunks holding such a combination (the minimal ones, as a
-    tsquery; when there are too many, their first terms and any one of the terms that can still reach it), and
-    is skipped when none exists."""
+    (over every term); their k-th score is a threshold. A term adds less than its bound (idf times the most its tf
+    part reaches in the set: `tf_bound`, from its most occurrences in one chunk and the fewest tokens of such a
+    chunk), so a chunk holding none of the rarest terms can enter the top k only if the bounds of the terms it
+    holds sum above the threshold: the second pass scores only the chunks holding such a combination (the minimal
+    ones, as a tsquery; when there are too many, their first terms and any one of the terms that can still reach
+    it), and is skipped when none exists."""
     validate_tenant_id(tenant_id)
     if k < 1:
         raise ValueError("k must be at least 1")
@@ -127,7 +133,7 @@ def search_text(
     stats = term_stats(conn, schema, params)
     if stats is None:
         return []
-    terms, n, avglen, own = stats
+    terms, n, avglen, own, weights = stats
     idf = {lexeme: _idf(n, df) for lexeme, df in terms}
     params |= {"lexemes": list(idf), "idf": list(idf.values()), "avglen": avglen, "k": k}
     chunks, form = table(schema, "chunks"), _OWN if own else _SHARED
@@ -135,7 +141,7 @@ def search_text(
     rare = _rarest(terms, k)
     rows = _score(conn, chunks, form, params, [" | ".join(_quoted(lexeme) for lexeme, _ in terms[:rare])], extra)
     threshold = float(rows[-1][3]) if len(rows) == k else 0.0
-    common = [(lexeme, idf[lexeme] * _MAX_TF_WEIGHT) for lexeme, _ in terms[rare:]]
+    common = sorted(((lexeme, idf[lexeme] * weights[lexeme]) for lexeme, _ in terms[rare:]), key=lambda t: -t[1])
     clauses = _clauses(common, threshold)
     if clauses == []:
         return _hits(rows)
@@ -164,9 +170,10 @@ def _score(
 
 def term_stats(
     conn: psycopg.Connection, schema: str, params: dict[str, object]
-) -> tuple[Terms, float, float, bool] | None:
+) -> tuple[Terms, float, float, bool, dict[str, float]] | None:
     """The query's terms that occur in the chunk set with their df, rarest first, the set's size and average
-    length, and whether the tenant's own text index is there to use; None when no query term occurs in it."""
+    length, whether the tenant's own text index is there to use, and each term's bound on its tf weight
+    (`tf_bound`); None when no query term occurs in it."""
     names = {"terms": table(schema, "chunk_terms"), "corpus": table(schema, "chunk_corpus")}
     stats = _try(conn, sql.SQL(_STATS).format(**names), params)  # None: a schema before migration 11 counts
     if not stats or stats[0][2] is None:  # no statistics (row) for the set
@@ -174,7 +181,18 @@ def term_stats(
     terms = sorted(((lexeme, df) for lexeme, df, *_ in stats if df > 0), key=lambda t: (t[1], t[0]))
     if not terms:
         return None
-    return terms, float(stats[0][2]), float(stats[0][3]), bool(stats[0][4])
+    avglen = float(stats[0][3])
+    weights = {lexeme: tf_bound(max_tf, min_tokens, avglen) for lexeme, _, _, _, _, max_tf, min_tokens in stats}
+    return terms, float(stats[0][2]), avglen, bool(stats[0][4]), weights
+
+
+def tf_bound(max_tf: float | None, min_tokens: float | None, avglen: float) -> float:
+    """The most a term's tf part of BM25, tf * (k1 + 1) / (tf + k1 * (1 - b + b * tokens / avglen)), reaches in a
+    chunk of the set: at its most occurrences and the fewest tokens of a chunk holding it (it grows with tf and
+    falls with length). Without bounds (a counted fallback), k1 + 1, which no tf reaches."""
+    if max_tf is None or min_tokens is None:
+        return _MAX_TF_WEIGHT
+    return max_tf * (0.9 + 1) / (max_tf + 0.9 * (1 - 0.4 + 0.4 * min_tokens / avglen)) * _SLACK
 
 
 def _try(conn: psycopg.Connection, statement: sql.Composable, params: dict[str, object]) -> list[tuple] | None:
@@ -213,7 +231,7 @@ def _clauses(common: list[tuple[str, float]], threshold: float) -> list[Clause]:
 
 
 def _cover(common: list[tuple[str, float]], threshold: float, depth: int) -> list[Clause] | None:
-    """Terms (lexeme, bound) are taken rarest first (largest bound first): a chunk's terms in that order sum above
+    """Terms (lexeme, bound) are taken largest bound first: a chunk's terms in that order sum above
     `threshold` only if a prefix of them does. Up to `depth` terms the prefixes are spelled out; past it, a chunk
     whose first `depth` terms sum to t must hold a term j with t + (the bounds of j and every later term) above
     the threshold (its next term is such a j). None when there are more than MAX_CLAUSES clauses."""

@@ -229,6 +229,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE {s}.tenants ADD COLUMN IF NOT EXISTS last_success_run_id text;
         """,
     ),
+    (
+        13,
+        "BM25 bounds per term (store/terms.py): the most occurrences of a lexeme in one chunk and the fewest tokens "
+        "of a chunk holding it, kept by the same triggers and counted now, so text search prunes with each term's "
+        "own bound instead of idf * (k1 + 1)",
+        terms.BOUNDS,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,8 +1,9 @@
 """BM25 term statistics per tenant and chunk set, kept exact by the database itself.
 
 `chunk_terms` holds, for every (tenant, lexeme, chunk set), the number of chunks whose tsvector holds the lexeme
-(its document frequency); `chunk_corpus` holds each chunk set's size and total token count (BM25's n and average
-length). Text search reads a query term's df with one primary-key probe instead of counting its postings.
+(its document frequency) and bounds on its score (`BOUNDS`, migration 13); `chunk_corpus` holds each chunk set's
+size and total token count (BM25's n and average length). Text search reads a query term's df with one primary-key
+probe instead of counting its postings.
 
 Statement-level triggers on `chunks` with transition tables keep both exact for every writer (the chunk step's
 COPY, orphan and chunk-set deletes, a tenant's erasure, an UPDATE or TRUNCATE behind the pipeline's back): one
@@ -26,6 +27,8 @@ CREATE TABLE IF NOT EXISTS {s}.chunk_terms (
     lexeme    text NOT NULL,
     chunk_set text NOT NULL,
     df        bigint NOT NULL,
+    max_tf     integer NOT NULL DEFAULT 256,
+    min_tokens integer NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant_id, lexeme, chunk_set)
 ) WITH (fillfactor = 80);
 CREATE TABLE IF NOT EXISTS {s}.chunk_corpus (
@@ -73,11 +76,13 @@ BEGIN
          WHERE t.tenant_id = gone.tenant_id AND t.n <= 0;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        INSERT INTO {s}.chunk_terms AS t (tenant_id, lexeme, chunk_set, df)
-        SELECT n.tenant_id, u.lexeme, n.chunker_version, count(*)
-          FROM new_rows n CROSS JOIN LATERAL unnest(tsvector_to_array(n.tsv)) AS u(lexeme)
+        INSERT INTO {s}.chunk_terms AS t (tenant_id, lexeme, chunk_set, df, max_tf, min_tokens)
+        SELECT n.tenant_id, u.lexeme, n.chunker_version, count(*),
+               max(coalesce(cardinality(u.positions), 0)), min(n.token_count)
+          FROM new_rows n CROSS JOIN LATERAL unnest(n.tsv) AS u(lexeme, positions, weights)
          GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-        ON CONFLICT (tenant_id, lexeme, chunk_set) DO UPDATE SET df = t.df + EXCLUDED.df;
+        ON CONFLICT (tenant_id, lexeme, chunk_set) DO UPDATE SET df = t.df + EXCLUDED.df,
+               max_tf = greatest(t.max_tf, EXCLUDED.max_tf), min_tokens = least(t.min_tokens, EXCLUDED.min_tokens);
         INSERT INTO {s}.chunk_corpus AS t (tenant_id, chunk_set, n, tokens)
         SELECT tenant_id, chunker_version, count(*), sum(token_count) FROM new_rows GROUP BY 1, 2 ORDER BY 1, 2
         ON CONFLICT (tenant_id, chunk_set) DO UPDATE SET n = t.n + EXCLUDED.n, tokens = t.tokens + EXCLUDED.tokens;
@@ -104,15 +109,24 @@ BACKFILL = """
 LOCK TABLE {s}.chunks IN SHARE ROW EXCLUSIVE MODE;
 DELETE FROM {s}.chunk_terms;
 DELETE FROM {s}.chunk_corpus;
-INSERT INTO {s}.chunk_terms (tenant_id, lexeme, chunk_set, df)
-SELECT c.tenant_id, u.lexeme, c.chunker_version, count(*)
-  FROM {s}.chunks c CROSS JOIN LATERAL unnest(tsvector_to_array(c.tsv)) AS u(lexeme)
+INSERT INTO {s}.chunk_terms (tenant_id, lexeme, chunk_set, df, max_tf, min_tokens)
+SELECT c.tenant_id, u.lexeme, c.chunker_version, count(*),
+       max(coalesce(cardinality(u.positions), 0)), min(c.token_count)
+  FROM {s}.chunks c CROSS JOIN LATERAL unnest(c.tsv) AS u(lexeme, positions, weights)
  GROUP BY 1, 2, 3;
 INSERT INTO {s}.chunk_corpus (tenant_id, chunk_set, n, tokens)
 SELECT tenant_id, chunker_version, count(*), sum(token_count) FROM {s}.chunks GROUP BY 1, 2;
 """
 
 MIGRATION = CREATE_TABLES + MAINTAIN + BACKFILL
+
+# Bounds per term for BM25's pruning (search/text.py): the most occurrences of the lexeme in one chunk and the
+# fewest tokens of a chunk holding it. Writes only ever raise max_tf and lower min_tokens, so a delete leaves them
+# loose but never wrong; the defaults (tsvector's 256 positions at most, 0 tokens) are the loosest bounds.
+BOUNDS = """
+ALTER TABLE {s}.chunk_terms ADD COLUMN IF NOT EXISTS max_tf integer NOT NULL DEFAULT 256;
+ALTER TABLE {s}.chunk_terms ADD COLUMN IF NOT EXISTS min_tokens integer NOT NULL DEFAULT 0;
+""" + MAINTAIN + BACKFILL
 
 _TRIGGERS_ON = """
 SELECT count(*) FROM pg_trigger
