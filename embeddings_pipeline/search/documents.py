@@ -51,6 +51,10 @@ def with_documents(conn: psycopg.Connection, schema: str, tenant_id: str, hits: 
     """`hits` with their documents' title and metadata (one query for those that have none yet)."""
     wanted = sorted({h.doc_id for h in hits if h.title is None})
     documents = document_metadata(conn, schema, tenant_id, wanted)
-    return [h if h.title is not None else replace(h, title=documents.get(h.doc_id, ("", {}))[0],
-                                                  metadata=documents.get(h.doc_id, ("", {}))[1])
-            for h in hits]  # fmt: skip
+    out = []
+    for h in hits:
+        if h.title is None:
+            title, metadata = documents.get(h.doc_id, ("", {}))
+            h = replace(h, title=title, metadata=metadata)
+        out.append(h)
+    return out

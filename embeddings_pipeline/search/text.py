@@ -99,7 +99,8 @@ _OWN = ("c.tenant_id = %(t)s", "c.tsv @@ {}::tsquery")
 # matches only the combinations of common terms able to reach the first pass's k-th score.
 PRUNED_POSTINGS = 2000
 MAX_CLAUSES = 64
-_MAX_TF_WEIGHT = 0.9 + 1  # tf * (k1 + 1) / (tf + k1 * norm) < k1 + 1
+K1, B = 0.9, 0.4  # as written into the SQL above
+_MAX_TF_WEIGHT = K1 + 1  # tf * (k1 + 1) / (tf + k1 * norm) < k1 + 1
 _SLACK = 1 + 1e-9  # a bound a hair above the best score it allows: float rounding, and ties at the k-th score
 
 Terms = list[tuple[str, float]]  # (lexeme, df), rarest first
@@ -192,7 +193,7 @@ def tf_bound(max_tf: float | None, min_tokens: float | None, avglen: float) -> f
     falls with length). Without bounds (a counted fallback), k1 + 1, which no tf reaches."""
     if max_tf is None or min_tokens is None:
         return _MAX_TF_WEIGHT
-    return max_tf * (0.9 + 1) / (max_tf + 0.9 * (1 - 0.4 + 0.4 * min_tokens / avglen)) * _SLACK
+    return max_tf * (K1 + 1) / (max_tf + K1 * (1 - B + B * min_tokens / avglen)) * _SLACK
 
 
 def _try(conn: psycopg.Connection, statement: sql.Composable, params: dict[str, object]) -> list[tuple] | None:
