@@ -16,7 +16,10 @@ Recall counts a hit as a true top-10 one when it is no farther than the exact 10
 Per size class (the median tenant, the tenant nearest 10k chunks, the largest): `search_mode` p50/p95 in ms for
 dense, text and hybrid (k=10), and dense recall@10 against an exact scan of the same tenant (ordered by an
 expression no index serves). The baseline in the same run: that exact scan's own p50 (what every query would
-cost without the layout).
+cost without the layout), run after the timed searches (it reads every vector of the tenant and would evict
+their pages from shared buffers between two queries).
+`--shared-buffers 2GB` sizes the embedded server's buffer cache to the corpus first, as a production server would
+(the printed header says which size the figures were taken with).
 `--keep` leaves the schema (`--schema`, default search_scale) for another run, which then only measures.
 """
 
@@ -164,7 +167,7 @@ def measure(conn: psycopg.Connection, schema: str, tenant: str, queries: list[st
     variants = [("", contextlib.nullcontext)] + ([("s11_", session11_text)] if compare else [])
     took: dict[str, list[float]] = {f"{v}{m}": [] for v, _ in variants for m in ("dense", "text", "hybrid")}
     took["exact"] = []
-    recalls = []
+    distances: list[list[float]] = []
     for i, query in enumerate(queries):
         got: list[float] = []
         for name, variant in variants if i % 2 else variants[::-1]:  # interleaved: load hits both alike
@@ -175,8 +178,13 @@ def measure(conn: psycopg.Connection, schema: str, tenant: str, queries: list[st
                     took[name + mode].append(time.perf_counter() - t0)
                 if mode == "dense" and not name:
                     got = [1.0 - h.score for h in hits]  # cosine distances
-        # exact: `+ 0` orders by an expression no index can serve (PostgreSQL 18 still walks the HNSW graph
-        # with enable_indexscan off: it only marks the plan "Disabled"), so every row of the tenant is compared
+        distances.append(got)
+    # exact, after the searches: it reads every vector of the tenant, which would push the pages the searches use
+    # out of shared buffers between two queries (the largest tenant's vectors alone are ~200 MB). `+ 0` orders by
+    # an expression no index can serve (PostgreSQL 18 still walks the HNSW graph with enable_indexscan off: it
+    # only marks the plan "Disabled"), so every row of the tenant is compared
+    recalls = []
+    for query, got in zip(queries, distances, strict=True):
         t0 = time.perf_counter()
         exact = conn.execute(
             sql.SQL("SELECT embedding <=> %(q)s FROM {} WHERE tenant_id = %(t)s ORDER BY (embedding <=> %(q)s) + 0 "
@@ -197,6 +205,18 @@ def measure(conn: psycopg.Connection, schema: str, tenant: str, queries: list[st
     return out
 
 
+def shared_buffers(database, size: str) -> None:
+    """The embedded server's shared_buffers set to `size` (a production server sizes it to its data; the
+    default 128 MB holds under a tenth of the 1M corpus's chunks table)."""
+    from embeddings_pipeline.store import server
+
+    if os.environ.get("EMBEDDINGS_DATABASE_URL"):
+        raise SystemExit("--shared-buffers sets the embedded server's; set it on your own server yourself")
+    with psycopg.connect(database.url(), autocommit=True) as c:
+        c.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(sql.Literal(size)))
+    server.restart_embedded()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=1_000_000)
@@ -205,6 +225,8 @@ def main() -> None:
     ap.add_argument("--schema", default="search_scale")
     ap.add_argument("--keep", action="store_true", help="keep the schema for a later run (which only measures)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--shared-buffers", metavar="SIZE",
+                    help="set the embedded server's shared_buffers (e.g. 2GB; ALTER SYSTEM and a restart) first")
     ap.add_argument("--compare", action="store_true",
                     help="also time text and hybrid as session 11 left them, interleaved (s11_* columns)")
     args = ap.parse_args()
@@ -215,7 +237,10 @@ def main() -> None:
     database = Database()
     sizes = zipf_sizes(args.chunks, args.tenants)
     result: dict[str, object] = {"chunks": sum(sizes), "tenants": len(sizes), "cpus": os.cpu_count()}
+    if args.shared_buffers:
+        shared_buffers(database, args.shared_buffers)
     with psycopg.connect(database.url(), autocommit=True) as c:
+        result["shared_buffers"] = c.execute("SHOW shared_buffers").fetchone()[0]
         loaded = c.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{args.schema}".chunks',)).fetchone()[0]
         if loaded:
             have = c.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(args.schema, "chunks")))
@@ -244,7 +269,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{result['chunks']:,} chunks over {result['tenants']:,} tenants; load: {result.get('load', 'reused')}")
+    print(f"{result['chunks']:,} chunks over {result['tenants']:,} tenants; shared_buffers {result['shared_buffers']}; "
+          f"load: {result.get('load', 'reused')}")
     modes = ("dense", "text", "hybrid", "exact") + (("s11_text", "s11_hybrid") if args.compare else ())
     heads = "".join(f"{m.replace('exact', 'exact (no index)') + ' p50/p95':>20}" for m in modes)
     print(f"{'class':<10}{'chunks':>9}{heads}{'recall@10':>11}")

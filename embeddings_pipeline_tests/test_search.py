@@ -33,6 +33,7 @@ def test_rrf_sums_reciprocal_ranks():
     assert [h.chunk_id for h in fused] == ["c", "a", "b", "d"]  # c: 1/63 + 1/61 beats a: 1/61
     assert fused[0].score == pytest.approx(1 / 63 + 1 / 61) and fused[3].score == pytest.approx(1 / 62)
     assert rrf([]) == [] and rrf([[], []]) == []
+    assert rrf([[hit("a"), hit("b"), hit("c")], [hit("c"), hit("d")]], limit=2) == fused[:2]
 
 
 def test_text_search_finds_exact_terms_in_one_tenant_only(tenants, conn, schema):

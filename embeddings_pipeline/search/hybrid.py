@@ -20,16 +20,17 @@ RRF_K = 60  # the constant of Cormack et al. (2009); damps the weight of the ver
 MODES = ("dense", "text", "hybrid")
 
 
-def rrf(rankings: Sequence[Sequence[SearchHit]], k: int = RRF_K) -> list[SearchHit]:
+def rrf(rankings: Sequence[Sequence[SearchHit]], k: int = RRF_K, limit: int | None = None) -> list[SearchHit]:
     """Reciprocal rank fusion: each chunk scores sum(1 / (k + rank)) over the rankings it appears in (rank from 1);
-    best first, ties by chunk id. A fused hit keeps the first ranking's provenance (model, run) where it has one."""
+    best first, ties by chunk id, the first `limit` (all when None). A fused hit keeps the first ranking's
+    provenance (model, run) where it has one."""
     scores: dict[str, float] = {}
     hits: dict[str, SearchHit] = {}
     for ranking in rankings:
         for rank, hit in enumerate(ranking, start=1):
             scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (k + rank)
             hits.setdefault(hit.chunk_id, hit)
-    order = sorted(scores, key=lambda c: (-scores[c], c))
+    order = sorted(scores, key=lambda c: (-scores[c], c))[:limit]
     return [replace(hits[c], score=scores[c]) for c in order]
 
 
@@ -80,7 +81,7 @@ def search_chunk_set(
         if mode == "dense":
             return dense
     text = search_text(conn, schema, tenant_id, query, pool, chunk_set, alone)
-    return text if alone else with_documents(conn, schema, tenant_id, rrf([dense, text])[:k])
+    return text if alone else with_documents(conn, schema, tenant_id, rrf([dense, text], limit=k))
 
 
 def search(

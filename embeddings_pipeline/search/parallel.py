@@ -42,4 +42,4 @@ def hybrid_parallel(
         dense = search_vector(conn, schema, provider.identity.vector_table, tenant_id, vector, pool, chunk_set)
     finally:
         text_hits = text.result()  # never leave the other connection mid-statement
-    return with_documents(conn, schema, tenant_id, rrf([dense, text_hits])[:k])
+    return with_documents(conn, schema, tenant_id, rrf([dense, text_hits], limit=k))

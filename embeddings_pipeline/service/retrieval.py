@@ -174,7 +174,7 @@ def _search(
     if request.mode == "dense":
         return []
     text = search_chunk_set(conn, schema, provider, tenant_id, chunk_set, query, max(k, CANDIDATES), "text")
-    return rrf([[], text])[:k]
+    return rrf([[], text], limit=k)
 
 
 def with_neighbors(

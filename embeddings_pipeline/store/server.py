@@ -93,13 +93,25 @@ def stop_embedded(home: Path | None = None) -> bool:
     pgdata = pgdata_dir(home)
     if not (pgdata / "postmaster.pid").exists():
         return False
-    with _start_lock(home):
+    return _pg_ctl(pgdata, "stop")
+
+
+def restart_embedded(home: Path | None = None) -> bool:
+    """Restart the embedded server if it runs (same socket and URL), e.g. for a setting that needs a restart
+    (`ALTER SYSTEM SET shared_buffers`). Returns whether a server was restarted."""
+    pgdata = pgdata_dir(home or embeddings_home())
+    return (pgdata / "postmaster.pid").exists() and _pg_ctl(pgdata, "restart")
+
+
+def _pg_ctl(pgdata: Path, action: str) -> bool:
+    with _start_lock(pgdata.parent):
         _ensure_runtime_dir()
         from pgserver._commands import pg_ctl
 
         user = "pgserver" if os.geteuid() == 0 else None
         try:
-            pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=user)
+            log = ["-l", str(pgdata / "log")] if action == "restart" else []  # where pgserver's start logs
+            pg_ctl(["-w", action, "-m", "fast", *log], pgdata=pgdata, user=user)
         except subprocess.CalledProcessError:
             return False
     return True
