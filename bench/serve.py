@@ -166,7 +166,8 @@ class serving:
             port = s.getsockname()[1]
         command = [sys.executable, "-m", "embeddings_pipeline.cli", "serve", "--port", str(port), "--log-level",
                    "warning"]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(self.src or ROOT)}
+        path = [str(self.src or ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]  # the source tree first
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, cwd=self.src or ROOT, env=env)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180

@@ -50,6 +50,7 @@ from .embeddings import parse_embeddings, run_embeddings
 from .errors import ApiError
 from .listen import Listener
 from .metrics import ProviderCollector, RequestMetrics, TenantCollector
+from .model_thread import pin_reranker
 from .plans import PLAN_CACHE_S, ServingPlans
 from .plumbing import EXCEPTION_HANDLERS, Timing, read_json
 from .pool import ServicePool
@@ -83,7 +84,7 @@ class Service:
         self.database, self.schema = database, database.schema
         self.rerank_candidates = rerank_candidates
         self.admin_token = admin_token or None
-        self.limiter, self.reranker, self.max_body = limiter, reranker, max_body
+        self.limiter, self.reranker, self.max_body = limiter, pin_reranker(reranker), max_body
         self.pool = ServicePool(database.url(), pool_size)
         self.auth = Authenticator(self.pool, self.schema, ttl=token_cache_s)
         self.providers = WarmProviders(loader)

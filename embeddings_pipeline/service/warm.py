@@ -16,6 +16,7 @@ from ..providers import EmbeddingProvider, ProviderError
 from ..store.scope import Scope
 from ..store.tenants import TenantSettings
 from .batching import BatchedQueries, QueryBatcher
+from .model_thread import pin_provider
 
 
 class WarmProviders:
@@ -32,7 +33,7 @@ class WarmProviders:
         with self._lock:
             found = self._by_spec.get((spec, key_env))
         if found is None:
-            found = self._load(spec, key_env)
+            found = pin_provider(self._load(spec, key_env))  # a local model computes on the model thread
             with self._lock:
                 found = self._by_spec.setdefault((spec, key_env), found)
         return found
