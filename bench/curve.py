@@ -236,16 +236,20 @@ def _search(conn, schema: str, tenant: str, name: str, size: int) -> dict[str, o
     provider = model_change.search_provider(Scope(conn, schema, tenant))
     vt = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(provider.identity.vector_table))
     took: dict[str, list[float]] = {"dense": [], "hybrid": []}
-    recalls = []
-    for q in range(30):
-        query = f"{WORDS[q % len(WORDS)]} {WORDS[(q * 7 + 3) % len(WORDS)]} log {q}"
+    queries = [f"{WORDS[q % len(WORDS)]} {WORDS[(q * 7 + 3) % len(WORDS)]} log {q}" for q in range(30)]
+    found = []
+    for query in queries:
         for mode in took:
             t0 = time.perf_counter()
             hits = search_mode(conn, schema, provider, tenant, query, 10, mode)
             took[mode].append(time.perf_counter() - t0)
             if mode == "dense":
-                got = {h.chunk_id for h in hits}
-        # `+ 0`: an order no index can serve (with enable_indexscan off PostgreSQL 18 still walks the HNSW graph)
+                found.append({h.chunk_id for h in hits})
+    # the exact scans after the timed searches: each reads every vector of the tenant, and between two searches
+    # would evict their pages from shared buffers. `+ 0`: an order no index can serve (with enable_indexscan off
+    # PostgreSQL 18 still walks the HNSW graph)
+    recalls = []
+    for query, got in zip(queries, found, strict=True):
         exact = conn.execute(
             sql.SQL("SELECT chunk_id FROM {} WHERE tenant_id = %s ORDER BY (embedding <=> %s) + 0 LIMIT 10").format(vt),
             (tenant, provider.embed_query(query)),
