@@ -213,6 +213,8 @@ def shared_buffers(database, size: str) -> None:
     if os.environ.get("EMBEDDINGS_DATABASE_URL"):
         raise SystemExit("--shared-buffers sets the embedded server's; set it on your own server yourself")
     with psycopg.connect(database.url(), autocommit=True) as c:
+        if c.execute("SELECT %s::text = current_setting('shared_buffers')", (size,)).fetchone()[0]:
+            return  # already so: a restart would only empty the cache
         c.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(sql.Literal(size)))
     server.restart_embedded()
 
