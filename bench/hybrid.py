@@ -7,7 +7,7 @@
 The corpus is search_scale's: Zipf-sized tenants, runs of SciFact sentences (a real vocabulary), clustered
 vectors, its query vectors (no model: the embedding's own time, which the parallel variant also overlaps with the
 text search, is left out). Per class (the median tenant, the one nearest 10k chunks, the largest), the same
-SciFact queries, the variants interleaved query by query with the order rotating: dense and text alone (k=100,
+SciFact queries, the variants interleaved query by query with the order rotating: dense and text alone (k=CANDIDATES,
 what hybrid fuses), hybrid sequential and hybrid parallel (k=10). Printed: p50/p95 ms, parallel/sequential, and
 whether both hybrids return the same hits.
 """
@@ -45,6 +45,7 @@ def main() -> None:
     from search_scale import SCIFACT, ClusteredQueries, identity
 
     from embeddings_pipeline.search import search_mode
+    from embeddings_pipeline.search.hybrid import CANDIDATES
     from embeddings_pipeline.search.parallel import hybrid_parallel
     from embeddings_pipeline.store.models import chunk_set_of
     from embeddings_pipeline.store.session import Database
@@ -64,8 +65,8 @@ def main() -> None:
             return hybrid_parallel(conn, text_conn, args.schema, provider, tenant, chunk_set, query, 10)  # type: ignore[arg-type]
 
         fns = {
-            "dense": lambda t, q: search_mode(conn, args.schema, provider, t, q, 100, "dense"),  # type: ignore[arg-type]
-            "text": lambda t, q: search_mode(conn, args.schema, provider, t, q, 100, "text"),  # type: ignore[arg-type]
+            "dense": lambda t, q: search_mode(conn, args.schema, provider, t, q, CANDIDATES, "dense"),  # type: ignore[arg-type]
+            "text": lambda t, q: search_mode(conn, args.schema, provider, t, q, CANDIDATES, "text"),  # type: ignore[arg-type]
             "sequential": lambda t, q: search_mode(conn, args.schema, provider, t, q, 10, "hybrid"),  # type: ignore[arg-type]
             "parallel": parallel,
         }

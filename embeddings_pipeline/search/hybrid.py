@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from ..providers.base import EmbeddingProvider
 
 RRF_K = 60  # the constant of Cormack et al. (2009); damps the weight of the very first ranks
+# The top of each ranking that hybrid fuses (at least k). On SciFact (mteb protocol, k = 10) nDCG@10 was 0.72303 /
+# 0.71894 / 0.71541 / 0.71425 with 10 / 50 / 100 / 200; 50 costs a large tenant's text search less than 100.
+CANDIDATES = 50
 MODES = ("dense", "text", "hybrid")
 
 
@@ -47,7 +50,7 @@ def search_mode(
     query: str,
     k: int = 10,
     mode: str = "hybrid",
-    candidates: int = 100,
+    candidates: int = CANDIDATES,
 ) -> list[SearchHit]:
     """Top-k chunks of the tenant by `mode`: dense (cosine), text (BM25) or hybrid (RRF of the top
     `candidates` of both), each with its document's title and metadata. Every mode reads the chunk set the tenant
@@ -66,7 +69,7 @@ def search_chunk_set(
     query: str,
     k: int = 10,
     mode: str = "hybrid",
-    candidates: int = 100,
+    candidates: int = CANDIDATES,
 ) -> list[SearchHit]:
     """`search_mode` over the chunk set the caller already knows (`chunk_set_of`'s answer for this tenant and
     model, e.g. remembered by the service for a few seconds): the same hits, one read fewer."""

@@ -11,7 +11,7 @@ import psycopg
 
 from .dense import SearchHit, search_vector
 from .documents import with_documents
-from .hybrid import rrf
+from .hybrid import CANDIDATES, rrf
 from .text import search_text
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def hybrid_parallel(
     chunk_set: str | None,
     query: str,
     k: int = 10,
-    candidates: int = 100,
+    candidates: int = CANDIDATES,
 ) -> list[SearchHit]:
     """RRF of the top `candidates` dense (on `conn`) and text (on `text_conn`, a connection of its own: one
     connection runs one statement at a time) chunks of the tenant's chunk set; the top k of the fusion."""

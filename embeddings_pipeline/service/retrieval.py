@@ -28,7 +28,7 @@ from ..providers.remote import redact_text
 from ..providers.rerank import Reranker
 from ..search import MODES, SearchHit, rrf
 from ..search.documents import document_metadata
-from ..search.hybrid import search_chunk_set
+from ..search.hybrid import CANDIDATES, search_chunk_set
 from ..store.db import table
 from ..store.models import vector_table_of
 from .errors import bad_request
@@ -37,7 +37,6 @@ from .plans import ServingPlan
 log = logging.getLogger(__name__)
 
 MAX_K = 100
-CANDIDATES = 100  # hybrid: the top of each ranking that is fused (search_mode's default)
 MAX_NEIGHBORS = 10
 MAX_QUERY_CHARS = 8192
 RERANK_CANDIDATES = 50  # the top of the ranking that a reranker scores (EMBEDDINGS_RERANK_CANDIDATES)
