@@ -86,8 +86,7 @@ def search_vector(
             ).format(
                 v=table(schema, vector_table),
                 chunks=table(schema, "chunks"),
-                doc_columns=docs.COLUMNS if documents else sql.SQL(""),
-                doc_join=docs.join(schema) if documents else sql.SQL(""),
+                **docs.query_parts(schema, documents),
             ),  # fmt: skip
             {"q": query, "t": tenant_id, "k": k, "chunk_set": chunk_set},
         ).fetchall()

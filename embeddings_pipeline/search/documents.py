@@ -1,6 +1,6 @@
 """Each hit's document title and metadata, from the source relation, within the hit's tenant.
 
-Dense and text searches read them in their own final query (`COLUMNS` and `join`: k index probes, no round trip
+Dense and text searches read them in their own final query (`query_parts`: k index probes, no round trip
 of their own); a fused ranking (hybrid), whose candidates come from two searches, reads them for its top k only,
 in one query (`with_documents`). A hit whose document is gone since its chunk was read gets "" and {}.
 """
@@ -21,15 +21,18 @@ if TYPE_CHECKING:
 
 # the two columns a search's final SELECT adds, and the join that provides them (`c` is the chunks alias; one row
 # per chunk even where an app's source view repeats a (tenant, doc_id))
-COLUMNS = sql.SQL(", coalesce(d.title, ''), coalesce(d.metadata, '{}'::jsonb)")
+_COLUMNS = sql.SQL(", coalesce(d.title, ''), coalesce(d.metadata, '{}'::jsonb)")
 _JOIN = """
 LEFT JOIN LATERAL (SELECT s.title, s.metadata FROM {docs} s
                     WHERE s.tenant_id = %(t)s AND s.doc_id = c.doc_id LIMIT 1) d ON true
 """
 
 
-def join(schema: str) -> sql.Composed:
-    return sql.SQL(_JOIN).format(docs=source_relation(schema))
+def query_parts(schema: str, documents: bool) -> dict[str, sql.Composable]:
+    """A search's `{doc_columns}` and `{doc_join}`: the document's title and metadata, or nothing."""
+    if not documents:
+        return {"doc_columns": sql.SQL(""), "doc_join": sql.SQL("")}
+    return {"doc_columns": _COLUMNS, "doc_join": sql.SQL(_JOIN).format(docs=source_relation(schema))}
 
 
 def document_metadata(

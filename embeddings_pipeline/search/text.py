@@ -138,7 +138,7 @@ def search_text(
     idf = {lexeme: _idf(n, df) for lexeme, df in terms}
     params |= {"lexemes": list(idf), "idf": list(idf.values()), "avglen": avglen, "k": k}
     chunks, form = table(schema, "chunks"), _OWN if own else _SHARED
-    extra = {"doc_columns": docs.COLUMNS, "doc_join": docs.join(schema)} if documents else {}
+    extra = docs.query_parts(schema, documents)
     rare = _rarest(terms, k)
     rows = _score(conn, chunks, form, params, [" | ".join(_quoted(lexeme) for lexeme, _ in terms[:rare])], extra)
     threshold = float(rows[-1][3]) if len(rows) == k else 0.0
@@ -160,12 +160,11 @@ def _score(
     extra: dict[str, sql.Composable],
 ) -> list:
     """`_SCORE` over the chunks matching any of the tsquery texts in `match` (each with the tenant's lexeme on the
-    shared index; `extra`: the document columns, or none). Planned for these values every time (never a generic
+    shared index; `extra`: `documents.query_parts`). Planned for these values every time (never a generic
     plan: a partial index needs the tenant)."""
     scans = sql.SQL(" OR ").join(sql.SQL(form[1]).format(sql.Placeholder(f"m{i}")) for i in range(len(match)))
     named = {f"m{i}": m for i, m in enumerate(match)}
-    parts = {"doc_columns": sql.SQL(""), "doc_join": sql.SQL("")} | extra
-    statement = sql.SQL(_SCORE).format(chunks=chunks, tenant=sql.SQL(form[0]), match=scans, **parts)
+    statement = sql.SQL(_SCORE).format(chunks=chunks, tenant=sql.SQL(form[0]), match=scans, **extra)
     return conn.execute(statement, params | {"match": match} | named, prepare=False).fetchall()
 
 

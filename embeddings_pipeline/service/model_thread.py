@@ -50,10 +50,6 @@ class Pinned:
             return value
         return lambda *args, **kwargs: run(value, *args, **kwargs)
 
-    @property
-    def pinned_target(self) -> Any:
-        return self._target
-
 
 def is_local(obj: Any) -> bool:
     """Whether `obj` computes on this machine's CPU (a sentence-transformers model or cross-encoder), not over
