@@ -84,11 +84,11 @@ def _ingest(conn, schema: str, tenant: str, t: int, chunks: int) -> None:
     upsert_documents(conn, schema, tenant, docs)
 
 
-def one_size(total: int, keep: bool = False) -> dict[str, object]:
+def one_size(
+    total: int, keep: bool = False, concurrent_runs: int = 1, instance_kind: str = "ephemeral"
+) -> dict[str, object]:
     schema = f"curve_{uuid.uuid4().hex[:8]}"
     _env(schema)
-    import dagster as dg
-
     from embeddings_pipeline.cli.runner import materialize_tenants
     from embeddings_pipeline.pipeline import model_change
     from embeddings_pipeline.pipeline.backfill import work_left
@@ -103,25 +103,25 @@ def one_size(total: int, keep: bool = False) -> dict[str, object]:
     server = subprocess.Popen([sys.executable, __file__, "--serve-standin", "0"], stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     os.environ["OLLAMA_HOST"] = server.stdout.readline().strip()
+    instance = None
     try:
         with store.connect() as conn:
             for t, (tenant, n) in enumerate(zip(tenants, sizes, strict=True)):
                 _ingest(conn, schema, tenant, t, n)
-        instance = dg.DagsterInstance.ephemeral()
+        instance = _instance(instance_kind, store.url())
+        out.update({"concurrent_runs": concurrent_runs, "instance": instance_kind})
         t0 = time.perf_counter()
-        runs = materialize_tenants(tenants, instance=instance)
+        runs = materialize_tenants(tenants, instance=instance, concurrent_runs=concurrent_runs)
         full_s = time.perf_counter() - t0
         assert all(r.success for r in runs), [r.error for r in runs if not r.success][:3]
         out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         chunks = sum(int(r.metadata["chunks"]) for r in runs)
         provider = model_change.default_loader()
-        alone_s = 0.0
-        with store.connect() as conn, conn.cursor(name="texts", withhold=True) as cur:
-            cur.execute(sql.SQL("SELECT text FROM {}.chunks").format(sql.Identifier(schema)))
-            while batch := [r[0] for r in cur.fetchmany(256)]:
-                t0 = time.perf_counter()
-                provider.embed_documents(batch)
-                alone_s += time.perf_counter() - t0
+        alone_s = _provider_alone(store, schema, provider, clients=1)
+        if concurrent_runs > 1:  # the fair baseline: the provider as fast as it goes with as many clients
+            alone_2 = _provider_alone(store, schema, provider, clients=concurrent_runs)
+            out["provider_alone_1_client_s"], out["provider_alone_n_clients_s"] = round(alone_s, 1), round(alone_2, 1)
+            alone_s = min(alone_s, alone_2)
         with store.connect() as conn:
             t0 = time.perf_counter()
             busy = [t for t in tenants if work_left(Scope(conn, schema, t), provider) is not None]
@@ -129,7 +129,7 @@ def one_size(total: int, keep: bool = False) -> dict[str, object]:
             out.update(noop_parts(conn, schema, tenants, provider, chunks))
         assert not busy, busy[:3]
         t0 = time.perf_counter()
-        noop = materialize_tenants(tenants, instance=instance)
+        noop = materialize_tenants(tenants, instance=instance, concurrent_runs=concurrent_runs)
         noop_runs_s = time.perf_counter() - t0
         assert all(r.success and r.metadata["embedded"] == 0 for r in noop)
         out.update({
@@ -146,12 +146,54 @@ def one_size(total: int, keep: bool = False) -> dict[str, object]:
                 out.update(_search(conn, schema, tenant, name, sizes[tenants.index(tenant)]))
     finally:
         server.kill()
+        if instance is not None and instance_kind == "postgres":
+            instance.dispose()
+            with psycopg.connect(store.url(), autocommit=True) as c:
+                c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(os.environ["DAGSTER_PG_DB"])))  # fmt: skip
         if keep:  # `--keep`: left for probing (drop it by hand afterwards)
             out["kept_schema"] = schema
         else:
             with psycopg.connect(store.url(), autocommit=True) as c:
                 c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
     return out
+
+
+def _instance(kind: str, url: str):
+    """The runs' Dagster instance: in memory (`ephemeral`, one process only), SQLite in a temporary DAGSTER_HOME,
+    or `postgres`: deploy/dagster.yaml (as deployed) on a fresh database of the embedded server."""
+    import dagster as dg
+    from psycopg.conninfo import conninfo_to_dict
+
+    if kind == "ephemeral":
+        return dg.DagsterInstance.ephemeral()
+    if kind == "sqlite":
+        return dg.DagsterInstance.local_temp()
+    name, info = f"dagster_{uuid.uuid4().hex[:8]}", conninfo_to_dict(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    host = str(info.get("host") or "")
+    os.environ.update({
+        "DAGSTER_PG_HOST": "" if host.startswith("/") else host or "localhost", "DAGSTER_PG_DB": name,
+        "DAGSTER_PG_PORT": str(info.get("port") or 5432), "DAGSTER_PG_USER": str(info.get("user") or "postgres"),
+        "DAGSTER_PG_PASSWORD": str(info.get("password") or ""), **({"PGHOST": host} if host.startswith("/") else {}),
+    })  # fmt: skip
+    home = Path(os.environ["DAGSTER_HOME"])
+    (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def _provider_alone(store, schema: str, provider, clients: int) -> float:
+    """Wall seconds for the stand-in alone to embed every chunk text in batches of 256, from `clients` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with store.connect() as conn:
+        texts = [r[0] for r in conn.execute(sql.SQL("SELECT text FROM {}.chunks").format(sql.Identifier(schema)))]
+    batches = [texts[i : i + 256] for i in range(0, len(texts), 256)]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(provider.embed_documents, batches))
+    return time.perf_counter() - t0
 
 
 def noop_parts(conn, schema: str, tenants: list[str], provider, chunks: int) -> dict[str, object]:
@@ -334,18 +376,25 @@ def main() -> None:
     ap.add_argument("--shard-tenant", type=int, default=0)
     ap.add_argument("--serve-standin", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--concurrent-runs", type=int, default=1, help="tenant runs at a time (worker processes)")
+    ap.add_argument("--instance", choices=["ephemeral", "sqlite", "postgres"], default="ephemeral",
+                    help="Dagster instance of the runs: in memory, SQLite, or deploy/dagster.yaml on PostgreSQL "
+                    "(concurrent runs need one of the last two: sqlite unless given)")  # fmt: skip
     args = ap.parse_args()
     if args.serve_standin is not None:
         _serve_standin(args.serve_standin)
         return
     if args.size:
-        print(json.dumps(one_size(args.size, args.keep)))
+        kind = "sqlite" if args.concurrent_runs > 1 and args.instance == "ephemeral" else args.instance
+        print(json.dumps(one_size(args.size, args.keep, args.concurrent_runs, kind)))
         return
     results: dict[str, object] = {}
     if args.shard_tenant:
         results["shards"] = shard_tenant(args.shard_tenant)
     for size in (int(s) for s in args.sizes.split(",") if s):
-        done = subprocess.run([sys.executable, __file__, "--size", str(size)], capture_output=True, text=True)
+        cmd = [sys.executable, __file__, "--size", str(size), "--concurrent-runs", str(args.concurrent_runs),
+               "--instance", args.instance]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"size {size} failed:\n{done.stderr[-3000:]}")
         results[str(size)] = json.loads(done.stdout.strip().splitlines()[-1])

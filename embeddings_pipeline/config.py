@@ -108,6 +108,15 @@ def embed_processes() -> int:
     return processes
 
 
+def concurrent_runs() -> int:
+    """EMBEDDINGS_CONCURRENT_RUNS: tenant runs the CLI's `backfill` and `materialize` run at a time, each in
+    a worker process of its own (default 1: one after the other, in the CLI's process)."""
+    runs = int(os.environ.get("EMBEDDINGS_CONCURRENT_RUNS", "1"))
+    if runs < 1:
+        raise ValueError(f"EMBEDDINGS_CONCURRENT_RUNS={runs} must be >= 1")
+    return runs
+
+
 def shard_min_chunks() -> int:
     """EMBEDDINGS_SHARD_MIN_CHUNKS: pending chunks each extra embedding process must have to be worth starting."""
     return max(1, int(os.environ.get("EMBEDDINGS_SHARD_MIN_CHUNKS", "2000")))

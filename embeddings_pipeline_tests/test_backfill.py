@@ -117,3 +117,86 @@ def test_backfill_starts_no_run_for_tenants_already_up_to_date(conn, schema, cli
     assert "1 of 2 tenants up to date" in cli("backfill").output  # a missing vector is work too
     st = tenant_status(conn, schema, "busy", provider.identity.model_key)
     assert (st.chunks, st.vectors, st.missing) == (5, 5, 0)
+
+
+def test_backfill_with_concurrent_runs_embeds_every_tenant_once(conn, schema, cli, monkeypatch):
+    from collections import Counter
+
+    from embeddings_pipeline.cli.runner import PID_TAG
+    from embeddings_pipeline.providers.ollama import PROBE_TEXT
+
+    from .standin_server import StandinServer
+
+    tenants = ["north", "Tenant/ü 2", "south", "North"]  # odd ids stay apart
+    with StandinServer(dims=384) as srv:
+        monkeypatch.setenv("OLLAMA_HOST", srv.url)
+        monkeypatch.setenv("EMBEDDINGS_MODEL", "ollama:nomic-embed-text")
+        for i, tenant in enumerate(tenants):
+            seed(conn, schema, tenant, {"log.txt": paragraphs(20 + i, f"part{i}")}, fmt="text")
+        cli("backfill", "--concurrent-runs", "2")
+        sent = Counter(t for batch in srv.embed_batches for t in batch if t != PROBE_TEXT)
+    texts = [r[0] for r in conn.execute(f"SELECT text FROM {schema}.chunks")]  # noqa: S608
+    assert len(texts) == sum(20 + i for i in range(len(tenants))) and sent == Counter(texts)
+    runs = local_instance().get_runs()
+    assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(tenants)
+    assert all(r.is_success for r in runs)
+    workers = {r.tags[PID_TAG] for r in runs}
+    assert len(workers) <= 2 and str(os.getpid()) not in workers  # two worker processes, not the CLI's own
+    by_tenant = {r.tags["dagster/partition"]: r.run_id for r in runs}
+    (key,) = {r[0] for r in conn.execute(f"SELECT active_model_key FROM {schema}.tenants")}  # noqa: S608
+    for i, tenant in enumerate(tenants):
+        st = tenant_status(conn, schema, tenant, key)
+        assert (st.chunks, st.vectors, st.missing, st.stale) == (20 + i, 20 + i, 0, 0)
+        vt = f"vectors_{key}"
+        ids = {r[0] for r in conn.execute(f"SELECT run_id FROM {schema}.{vt} WHERE tenant_id = %s", (tenant,))}  # noqa: S608
+        assert ids == {by_tenant[tenant]}
+
+
+def test_concurrent_runs_need_an_instance_other_processes_can_open(conn, schema):
+    import dagster as dg
+    import pytest
+
+    from embeddings_pipeline.cli.runner import materialize_tenants
+
+    with pytest.raises(ValueError, match="instance other processes can open"):
+        materialize_tenants(["a", "b"], instance=dg.DagsterInstance.ephemeral(), concurrent_runs=2)
+
+
+def test_a_killed_worker_costs_no_tenant_its_run(conn, schema, monkeypatch):
+    """A worker process killed mid-run (as the OOM killer would) breaks the pool: the tenants it had not finished
+    run again in a fresh pool, the killed run is marked failed, and every tenant ends fully embedded."""
+    import signal
+    import threading
+
+    import dagster as dg
+
+    from embeddings_pipeline.cli.runner import PID_TAG, materialize_tenants
+
+    from .standin_server import StandinServer
+
+    tenants = ["one", "two", "three"]
+    with StandinServer(dims=384) as srv:
+        srv.faults.delay_per_input = 0.03  # ~1 s of embedding a run: time to kill it in the middle
+        srv.faults.paths = ("/api/embed",)
+        monkeypatch.setenv("OLLAMA_HOST", srv.url)
+        monkeypatch.setenv("EMBEDDINGS_MODEL", "ollama:nomic-embed-text")
+        for i, tenant in enumerate(tenants):
+            seed(conn, schema, tenant, {"log.txt": paragraphs(30, f"crate{i}")}, fmt="text")
+        instance = local_instance()
+        out: list = []
+        worker = threading.Thread(target=lambda: out.extend(materialize_tenants(tenants, instance, concurrent_runs=2)))
+        worker.start()
+        started = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+        deadline = time.monotonic() + 60
+        while not (running := instance.get_runs(filters=started)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running, "no run started"
+        victim = running[0]
+        os.kill(int(victim.tags[PID_TAG]), signal.SIGKILL)
+        worker.join(timeout=300)
+    assert [r.tenant for r in out] == tenants and all(r.success for r in out), [r.error for r in out]
+    assert instance.get_run_by_id(victim.run_id).status == dg.DagsterRunStatus.FAILURE
+    (key,) = {r[0] for r in conn.execute(f"SELECT active_model_key FROM {schema}.tenants")}  # noqa: S608
+    for tenant in tenants:
+        st = tenant_status(conn, schema, tenant, key)
+        assert (st.chunks, st.vectors, st.missing) == (30, 30, 0)

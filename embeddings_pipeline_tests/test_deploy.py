@@ -387,6 +387,11 @@ def test_deploy_instance_stores_a_tenant_run_in_postgres(
         [run] = materialize_tenants(["acme"], instance=instance)
         assert run.success, run.error
         assert run.metadata.get("coverage_pct") == 100.0
+        with psycopg.connect(dagster_db_url) as probe:  # Dagster's storage kept a connection, not one per query
+            (held,) = probe.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (db_name,)
+            ).fetchone() or (0,)
+        assert held >= 1
     finally:
         instance.dispose()
     assert count(conn, schema, "chunks", "acme") > 0

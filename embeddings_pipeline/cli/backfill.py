@@ -30,12 +30,14 @@ LINEAGE_COLUMNS = "chunk_id model_key revision chunker_version embedded_at run_i
 @click.option("--batch-size", type=click.IntRange(1, 100_000), help="texts per committed batch")
 @click.option("--processes", type=click.IntRange(1, 64), help="processes embedding each tenant, each a disjoint "
               "shard of its pending chunks (default EMBEDDINGS_EMBED_PROCESSES, 1)")  # fmt: skip
+@click.option("--concurrent-runs", type=click.IntRange(1, 64), help="tenant runs at a time, each in a worker "
+              "process of its own (default EMBEDDINGS_CONCURRENT_RUNS, 1)")  # fmt: skip
 @click.option("--chunks-only", is_flag=True, help="a run of blocks and chunks only, embedding nothing: what "
               "`embed-shard` processes need before they start")  # fmt: skip
 @json_option
 def backfill(
     tenants: list[str], model_key: str | None, dry_run: bool, batch_size: int | None, processes: int | None,
-    chunks_only: bool, as_json: bool,
+    concurrent_runs: int | None, chunks_only: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Embed everything missing for TENANTS (default: all), through Dagster runs, resumable after any kill."""
     from ..defs.assets import COMMIT_TAG, MODEL_TAG, PROCESSES_TAG
@@ -52,7 +54,7 @@ def backfill(
     todo = tenants_with_work(tenants, model_key)
     if len(todo) < len(tenants):
         click.echo(f"{len(tenants) - len(todo)} of {len(tenants)} tenants up to date: no run for them")
-    runs = materialize_with_progress(todo, tags=tags) if todo else []
+    runs = materialize_with_progress(todo, tags=tags, concurrent_runs=concurrent_runs) if todo else []
     failed = [r for r in runs if not r.success]
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(runs)} tenants failed (rerun to resume): "

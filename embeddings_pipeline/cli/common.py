@@ -221,8 +221,12 @@ def tenant_model_key(conn: psycopg.Connection, schema: str, tenant: str) -> str:
 # --- Dagster runs -----------------------------------------------------------------------------------------
 
 
-def materialize_with_progress(tenants: list[str], tags: dict[str, str] | None = None) -> list:
-    """Run TENANTS' partitions through Dagster, a progress line per tenant as it finishes."""
+def materialize_with_progress(
+    tenants: list[str], tags: dict[str, str] | None = None, concurrent_runs: int | None = None
+) -> list:
+    """Run TENANTS' partitions through Dagster, a progress line per tenant as it finishes (`concurrent_runs` at a
+    time, default EMBEDDINGS_CONCURRENT_RUNS)."""
+    from ..config import concurrent_runs as configured_runs
     from .runner import materialize_tenants
 
     with progress_bar() as progress:
@@ -242,4 +246,6 @@ def materialize_with_progress(tenants: list[str], tags: dict[str, str] | None = 
             progress.console.print(f"{mark} {escape(run.tenant)}: {escape(str(detail))}  (run {run.run_id})")
             progress.advance(task)
 
-        return materialize_tenants(tenants, on_done=done, tags=tags)
+        return materialize_tenants(
+            tenants, on_done=done, tags=tags, concurrent_runs=concurrent_runs or configured_runs()
+        )

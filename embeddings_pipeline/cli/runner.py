@@ -182,39 +182,118 @@ def materialize_tenants(
     on_done: Callable[[TenantRun], None] | None = None,
     tags: dict[str, str] | None = None,
     assets: Sequence[str] | None = None,
+    concurrent_runs: int = 1,
 ) -> list[TenantRun]:
-    """One Dagster run per tenant (blocks, chunks, embeddings; only `assets` when given). A failing tenant never
-    stops the others."""
-    import dagster as dg
+    """One Dagster run per tenant (blocks, chunks, embeddings; only `assets` when given), in the order given. A
+    failing tenant never stops the others.
 
+    `concurrent_runs` > 1 runs that many tenants at a time, each run in one of as many worker processes (started
+    once, so Dagster is imported and the definitions loaded once per worker, not per run), on the same instance:
+    one tenant's Dagster bookkeeping and chunking overlap another's embedding. It needs an instance other
+    processes can open (the local one, not `DagsterInstance.ephemeral()`)."""
     from ..definitions import defs as load_defs
+    from ..defs.resources import hold_connections
 
     instance = instance or local_instance()
+    hold_connections(instance)
     sync_tenant_partitions(instance, tenants)
+    if concurrent_runs > 1 and len(tenants) > 1:
+        return _in_workers(tenants, instance, on_done, tags, assets, min(concurrent_runs, len(tenants)))
     job = load_defs().resolve_job_def(JOB)
     runs = []
     for tenant in tenants:
-        fail_abandoned_runs(instance, tenant)
-        result = job.execute_in_process(
-            partition_key=tenant,
-            instance=instance,
-            raise_on_error=False,
-            run_config=_QUIET,
-            tags={**(tags or {}), **_owner_tags()},
-            asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
-        )
-        run = TenantRun(
-            tenant=tenant,
-            success=result.success,
-            run_id=result.run_id,
-            metadata=_metadata_of(result, "embeddings"),
-            error=None if result.success else _failure_of(result),
-            checks={e.check_name: e.passed for e in result.get_asset_check_evaluations()},
-        )
+        run = run_tenant(job, instance, tenant, tags, assets)
         runs.append(run)
         if on_done:
             on_done(run)
     return runs
+
+
+def run_tenant(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    tenant: str,
+    tags: dict[str, str] | None = None,
+    assets: Sequence[str] | None = None,
+) -> TenantRun:
+    import dagster as dg
+
+    fail_abandoned_runs(instance, tenant)
+    result = job.execute_in_process(
+        partition_key=tenant,
+        instance=instance,
+        raise_on_error=False,
+        run_config=_QUIET,
+        tags={**(tags or {}), **_owner_tags()},
+        asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
+    )
+    return TenantRun(
+        tenant=tenant,
+        success=result.success,
+        run_id=result.run_id,
+        metadata=_metadata_of(result, "embeddings"),
+        error=None if result.success else _failure_of(result),
+        checks={e.check_name: e.passed for e in result.get_asset_check_evaluations()},
+    )
+
+
+_WORKER: dict[str, object] = {}  # a worker process's instance and job (`_start_worker`)
+
+
+def _start_worker(instance_ref: object) -> None:
+    import dagster as dg
+
+    from ..definitions import defs as load_defs
+    from ..defs.resources import hold_connections
+
+    _WORKER["instance"] = instance = dg.DagsterInstance.from_ref(instance_ref)  # type: ignore[arg-type]
+    hold_connections(instance)
+    _WORKER["job"] = load_defs().resolve_job_def(JOB)
+
+
+def _run_in_worker(tenant: str, tags: dict[str, str] | None, assets: Sequence[str] | None) -> TenantRun:
+    return run_tenant(_WORKER["job"], _WORKER["instance"], tenant, tags, assets)  # type: ignore[arg-type]
+
+
+def _in_workers(
+    tenants: Sequence[str],
+    instance: dg.DagsterInstance,
+    on_done: Callable[[TenantRun], None] | None,
+    tags: dict[str, str] | None,
+    assets: Sequence[str] | None,
+    workers: int,
+) -> list[TenantRun]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    if instance.is_ephemeral:
+        raise ValueError("concurrent runs need an instance other processes can open (not an ephemeral one)")
+    ref = instance.get_ref()
+    # spawned, not forked: a fork would copy this process's open SQLite and database connections and threads
+    context = multiprocessing.get_context("spawn")
+    runs: dict[str, TenantRun] = {}
+    # A worker that dies (killed, out of memory) breaks the pool: every tenant it had not finished gets one more
+    # round in a fresh pool (its abandoned run is failed by the next run of its tenant); a second death fails them.
+    for last_round in (False, True):
+        todo = [t for t in tenants if t not in runs]
+        if not todo:
+            break
+        size = min(workers, len(todo))
+        with ProcessPoolExecutor(size, mp_context=context, initializer=_start_worker, initargs=(ref,)) as pool:
+            futures = {pool.submit(_run_in_worker, t, tags, assets): t for t in todo}
+            for future in as_completed(futures):
+                tenant = futures[future]
+                try:
+                    run = future.result()
+                except BrokenProcessPool as exc:
+                    if not last_round:
+                        continue
+                    run = TenantRun(tenant, False, "", error=f"worker process died: {exc}")
+                runs[tenant] = run
+                if on_done:
+                    on_done(run)
+    return [runs[t] for t in tenants]
 
 
 def left_to_do(conn: psycopg.Connection, schema: str, tenant: str, changed: bool) -> str | None:
