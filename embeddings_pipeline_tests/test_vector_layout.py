@@ -24,8 +24,10 @@ def clustered(rng: np.random.Generator, n: int) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
-def write_tenant(conn, schema: str, tenant: str, vecs: np.ndarray) -> list[str]:
-    ids = [f"{tenant}:c{i}" for i in range(len(vecs))]
+def write_tenant(
+    conn, schema: str, tenant: str, vecs: np.ndarray, identity: ModelIdentity = IDENTITY, prefix: str = "c"
+) -> list[str]:
+    ids = [f"{tenant}:{prefix}{i}" for i in range(len(vecs))]
     with conn.transaction():
         conn.execute(sql.SQL("INSERT INTO {}.tenants (tenant_id) VALUES (%s) ON CONFLICT DO NOTHING").format(
             sql.Identifier(schema)), (tenant,))  # fmt: skip
@@ -33,9 +35,10 @@ def write_tenant(conn, schema: str, tenant: str, vecs: np.ndarray) -> list[str]:
             "COPY {}.chunks (tenant_id, chunk_id, block_id, doc_id, ordinal, text, content_hash, token_count, "
             "chunker_version) FROM STDIN").format(sql.Identifier(schema))) as copy:  # fmt: skip
             for i, cid in enumerate(ids):
-                copy.write_row((tenant, cid, f"b{i}", f"doc{i // 10}", i % 10, f"text {i}", f"h{i}", 3, "set"))
-    pending = [vectors.PendingChunk(cid, f"h{i}", f"text {i}") for i, cid in enumerate(ids)]
-    vectors.write_vectors(conn, schema, IDENTITY, tenant, pending, vecs, "run-1")
+                copy.write_row((tenant, cid, f"b{i}", f"{prefix}doc{i // 10}", i % 10, f"text {prefix}{i}",
+                                f"{prefix}h{i}", 3, "set"))  # fmt: skip
+    pending = [vectors.PendingChunk(cid, f"{prefix}h{i}", f"text {prefix}{i}") for i, cid in enumerate(ids)]
+    vectors.write_vectors(conn, schema, identity, tenant, pending, vecs, "run-1")
     return ids
 
 
@@ -137,3 +140,48 @@ def test_the_one_table_layout_becomes_partitions_in_place(conn, schema, monkeypa
     assert len(set(found) & set(exact_top(ids["big"], made["big"], query, 10))) >= 9
     vector_tables.register_model(conn, schema, IDENTITY)  # idempotent
     assert vector_tables.own_partitions(conn, schema, KEY) == [vector_tables.tenant_partition(KEY, "big")]
+
+
+def test_other_tenants_write_while_a_large_tenants_graph_is_built(conn, schema, store, monkeypatch):
+    """The HNSW build of a tenant that just got its own partition runs after the move commits, holding only that
+    partition: another tenant's vectors go into the shared partition meanwhile, without waiting for the build."""
+    import threading
+    import time
+
+    from embeddings_pipeline.store.db import connect, relation_exists
+
+    wide = ModelIdentity("sentence-transformers", "layout-build", "rev1", 384, True, 256)
+    monkeypatch.setenv("EMBEDDINGS_TENANT_INDEX_THRESHOLD", "5000")
+    vector_tables.register_model(conn, schema, wide)
+    rng = np.random.default_rng(3)
+    for tenant, n in (("big", 8000), ("small", 1)):
+        write_tenant(conn, schema, tenant, rng.normal(size=(n, 384)).astype(np.float32), wide)
+    conn.execute(sql.SQL("UPDATE {}.tenants SET active_model_key = %s").format(sql.Identifier(schema)),
+                 (wide.model_key,))  # fmt: skip
+    promoting = connect(store.url())
+    done: list = []
+    promote = lambda: done.append(vector_tables.promote_large(promoting, schema, wide.model_key, "big"))  # noqa: E731
+    builder = threading.Thread(target=promote)
+    builder.start()
+    try:
+        building = False
+        for _ in range(3000):  # until the graph's build is under way
+            row = conn.execute("SELECT count(*) FROM pg_stat_progress_create_index WHERE pid = %s",
+                               (promoting.info.backend_pid,)).fetchone()  # fmt: skip
+            if row and row[0]:
+                building = True
+                break
+            time.sleep(0.01)
+        assert building
+        conn.execute("SET lock_timeout = '300ms'")  # the build takes longer: waiting for it would fail here
+        write_tenant(conn, schema, "small", rng.normal(size=(3, 384)).astype(np.float32), wide, prefix="late")
+        still = conn.execute("SELECT count(*) FROM pg_stat_progress_create_index WHERE pid = %s",
+                             (promoting.info.backend_pid,)).fetchone()  # fmt: skip
+        conn.execute("SET lock_timeout = 0")
+    finally:
+        builder.join(timeout=120)
+        promoting.close()
+    assert still is not None and still[0] == 1  # written while the graph was still being built
+    assert done == [["big"]]
+    own = vector_tables.tenant_partition(wide.model_key, "big")
+    assert relation_exists(conn, schema, f"{own}_hnsw")

@@ -135,27 +135,43 @@ def promote_large(conn: psycopg.Connection, schema: str, model_key: str, tenant_
     partition of its own, with its HNSW index built in bulk when the model serves a tenant. Rows are moved, never
     re-embedded. Returns the tenants promoted."""
     shared = table(schema, shared_partition(model_key))
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:model:{model_key}",))
-        if _relkind(conn, schema, shared_partition(model_key)) != "r":
-            return []
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT tenant_id FROM {} WHERE (%(t)s::text IS NULL OR tenant_id = %(t)s)"
-                " GROUP BY tenant_id HAVING count(*) >= %(n)s ORDER BY 1"
-            ).format(shared),
-            {"t": tenant_id, "n": tenant_index_threshold()},
-        ).fetchall()
-        promoted = [r[0] for r in rows]
-        for tenant in promoted:
-            _move_to_own_partition(conn, schema, model_key, tenant)
-        if promoted and serves(conn, schema, model_key):
-            _build_memory(conn)
-            _create_search_indexes(conn, schema, model_key)
+    building: list[str] = []
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:model:{model_key}",))
+            if _relkind(conn, schema, shared_partition(model_key)) != "r":
+                return []
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT tenant_id FROM {} WHERE (%(t)s::text IS NULL OR tenant_id = %(t)s)"
+                    " GROUP BY tenant_id HAVING count(*) >= %(n)s ORDER BY 1"
+                ).format(shared),
+                {"t": tenant_id, "n": tenant_index_threshold()},
+            ).fetchall()
+            promoted = [r[0] for r in rows]
+            for tenant in promoted:
+                partition = tenant_partition(model_key, tenant)
+                # held past the commit, so no other run builds this graph in between (`_create_search_indexes`)
+                conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_index_lock(schema, partition),))
+                building.append(partition)
+                _move_to_own_partition(conn, schema, model_key, tenant)
+            build = bool(promoted) and serves(conn, schema, model_key)
+        # The graph is built after the move commits: the move locks the shared partition (ATTACH PARTITION) and
+        # the model, which other tenants' runs write and register; the build locks only the new partition.
+        if build:
+            with conn.transaction():
+                _create_search_indexes(conn, schema, model_key)
+    finally:
+        for partition in building if not conn.broken else []:  # a lost connection released them already
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_index_lock(schema, partition),))
     from . import text_index  # a large tenant's text search gets its own GIN index too (after the move commits)
 
     text_index.ensure_for_own_partitions(conn, schema, model_key, tenant_id)
     return promoted
+
+
+def _index_lock(schema: str, partition: str) -> str:
+    return f"{schema}:hnsw:{partition}"
 
 
 def _move_to_own_partition(conn: psycopg.Connection, schema: str, model_key: str, tenant_id: str) -> None:
@@ -200,7 +216,6 @@ def ensure_search_index(conn: psycopg.Connection, schema: str, model_key: str) -
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}:model:{model_key}",))
-        _build_memory(conn)
         _create_search_indexes(conn, schema, model_key)
 
 
@@ -210,9 +225,18 @@ def _build_memory(conn: psycopg.Connection) -> None:
 
 
 def _create_search_indexes(conn: psycopg.Connection, schema: str, model_key: str) -> None:
+    """Build the missing HNSW graphs of the model's own partitions (in the caller's transaction). A graph another
+    session is building (or about to: `promote_large`) is left to it."""
+    memory_set = False
     for partition in own_partitions(conn, schema, model_key):
         if relation_exists(conn, schema, f"{partition}_hnsw"):
             continue  # (CREATE INDEX IF NOT EXISTS would still lock the table against writers)
+        row = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (_index_lock(schema, partition),))
+        if not (got := row.fetchone()) or not got[0] or relation_exists(conn, schema, f"{partition}_hnsw"):
+            continue
+        if not memory_set:
+            _build_memory(conn)
+            memory_set = True
         conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
                 sql.Identifier(f"{partition}_hnsw"), table(schema, partition)
