@@ -44,7 +44,7 @@ class PipelineStore(dg.ConfigurableResource):
             yield conn
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if context.instance is not None:
+        if context.instance is not None and context.run is not None:  # runs, not sensor ticks
             hold_connections(context.instance)
 
 
