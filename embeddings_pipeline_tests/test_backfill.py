@@ -200,3 +200,36 @@ def test_a_killed_worker_costs_no_tenant_its_run(conn, schema, monkeypatch):
     for tenant in tenants:
         st = tenant_status(conn, schema, tenant, key)
         assert (st.chunks, st.vectors, st.missing) == (30, 30, 0)
+
+
+def test_workers_exit_when_the_backfill_is_killed(conn, schema, monkeypatch):
+    """`backfill --concurrent-runs` killed with -9: its worker processes do not keep running on their own."""
+    import dagster as dg
+
+    from embeddings_pipeline.cli.runner import PID_TAG, process_alive
+
+    from .standin_server import StandinServer
+
+    with StandinServer(dims=384) as srv:
+        srv.faults.delay_per_input = 0.05
+        srv.faults.paths = ("/api/embed",)
+        monkeypatch.setenv("OLLAMA_HOST", srv.url)
+        monkeypatch.setenv("EMBEDDINGS_MODEL", "ollama:nomic-embed-text")
+        for tenant in ("left", "right", "centre"):
+            seed(conn, schema, tenant, {"log.txt": paragraphs(60, tenant)}, fmt="text")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "embeddings_pipeline.cli", "backfill", "--concurrent-runs", "2"],
+            env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        started = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+        deadline = time.monotonic() + 90
+        while not (running := local_instance().get_runs(filters=started)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert running, "no run started"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        workers = {int(r.tags[PID_TAG]) for r in running}
+        deadline = time.monotonic() + 10
+        while any(process_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert not any(process_alive(p) for p in workers)

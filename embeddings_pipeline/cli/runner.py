@@ -241,7 +241,13 @@ _WORKER: dict[str, object] = {}  # a worker process's instance and job (`_start_
 
 
 def _start_worker(instance_ref: object) -> None:
+    import threading
+
     import dagster as dg
+
+    # A worker outlives a parent killed with SIGTERM or -9 (the pool cannot tell it): it exits as soon as its parent
+    # is gone, and the run it leaves is failed by its tenant's next run (`fail_abandoned_runs`).
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
 
     from ..definitions import defs as load_defs
     from ..defs.resources import hold_connections
@@ -249,6 +255,14 @@ def _start_worker(instance_ref: object) -> None:
     _WORKER["instance"] = instance = dg.DagsterInstance.from_ref(instance_ref)  # type: ignore[arg-type]
     hold_connections(instance)
     _WORKER["job"] = load_defs().resolve_job_def(JOB)
+
+
+def _exit_with_parent(parent: int) -> None:
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _run_in_worker(tenant: str, tags: dict[str, str] | None, assets: Sequence[str] | None) -> TenantRun:
