@@ -114,3 +114,46 @@ def test_promote_large_builds_the_promoted_tenants_text_index(conn, schema, monk
     assert text_index._state(conn, schema, ODD) is True
     assert text_index._state(conn, schema, "small") is None
     assert text_search.search_text(conn, schema, ODD, "text", 100)  # the index serves the odd tenant's search
+
+
+def test_two_runs_build_text_indexes_at_once_without_a_deadlock(conn, schema, store):
+    """Two runs promoting tenants at the same moment each build a partial text index CONCURRENTLY. Two such
+    builds on one table deadlock (each waits out the other's transaction); they now take turns."""
+    import threading
+    import time
+
+    from embeddings_pipeline.store.db import connect
+
+    corpus(conn, schema)
+    writer, first, second = (connect(store.url()) for _ in range(3))
+    errors: list[BaseException] = []
+
+    def build(c, tenant: str) -> None:
+        try:
+            text_index.ensure(c, schema, [tenant])
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    try:
+        with writer.transaction():  # an open writer: the first build waits for it, holding its lock on chunks
+            add(writer, schema, [row("third", 0, "pump valve")])
+            a = threading.Thread(target=build, args=(first, ODD))
+            a.start()
+            for _ in range(500):
+                waiting = conn.execute("SELECT wait_event FROM pg_stat_activity WHERE pid = %s",
+                                       (first.info.backend_pid,)).fetchone()  # fmt: skip
+                if waiting and waiting[0] == "virtualxid":
+                    break
+                time.sleep(0.01)
+            b = threading.Thread(target=build, args=(second, "small"))
+            b.start()
+            time.sleep(0.5)  # the second build is under way (it waited for the table's lock before)
+        a.join(timeout=60)
+        b.join(timeout=60)
+    finally:
+        for c in (writer, first, second):
+            c.close()
+    assert not errors, errors
+    for tenant in (ODD, "small"):
+        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
+                            (text_index.qualified(schema, tenant),)).fetchone() == (True,)  # fmt: skip

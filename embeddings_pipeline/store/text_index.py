@@ -15,6 +15,9 @@ uses it only when it is valid (`search/text.py` reads that with the query's term
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import psycopg
 from psycopg import sql
@@ -47,19 +50,38 @@ def ensure(conn: psycopg.Connection, schema: str, tenant_ids: list[str]) -> list
     how = sql.SQL("CONCURRENTLY " if concurrently else "")
     built = []
     for tenant in tenant_ids:
-        state = _state(conn, schema, tenant)
-        if state:
+        if _state(conn, schema, tenant):
             continue
-        name = table(schema, index_name(tenant))
-        if state is False:
-            conn.execute(sql.SQL("DROP INDEX {}{}").format(how, name))
-        conn.execute(
-            sql.SQL("CREATE INDEX {}IF NOT EXISTS {} ON {} USING gin (tsv) WHERE tenant_id = {}").format(
-                how, sql.Identifier(index_name(tenant)), table(schema, "chunks"), sql.Literal(tenant)
+        with _one_build_at_a_time(conn, schema) if concurrently else nullcontext():
+            state = _state(conn, schema, tenant)  # again: another run may have built it meanwhile
+            if state:
+                continue
+            name = table(schema, index_name(tenant))
+            if state is False:
+                conn.execute(sql.SQL("DROP INDEX {}{}").format(how, name))
+            conn.execute(
+                sql.SQL("CREATE INDEX {}IF NOT EXISTS {} ON {} USING gin (tsv) WHERE tenant_id = {}").format(
+                    how, sql.Identifier(index_name(tenant)), table(schema, "chunks"), sql.Literal(tenant)
+                )
             )
-        )
         built.append(tenant)
     return built
+
+
+@contextmanager
+def _one_build_at_a_time(conn: psycopg.Connection, schema: str) -> Iterator[None]:
+    """One concurrent build on `chunks` at a time. Two deadlock (seen with two runs promoting tenants at once):
+    each waits out the transactions older than itself, and a partial index's build is one of those for the other
+    (PostgreSQL exempts only builds without a predicate). The lock is polled, never waited for in a statement: a
+    session waiting inside a statement holds a snapshot the running build would wait out in turn."""
+    key = f"{schema}:text-index-build"
+    while not (row := conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()) or not row[0]:
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        if not conn.broken:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
 def ensure_for_own_partitions(
