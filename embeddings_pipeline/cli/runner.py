@@ -198,7 +198,9 @@ def materialize_tenants(
     hold_connections(instance)
     sync_tenant_partitions(instance, tenants)
     if concurrent_runs > 1 and len(tenants) > 1:
-        return _in_workers(tenants, instance, on_done, tags, assets, min(concurrent_runs, len(tenants)))
+        from .run_pool import run_in_workers
+
+        return run_in_workers(tenants, instance, on_done, tags, assets, min(concurrent_runs, len(tenants)))
     job = load_defs().resolve_job_def(JOB)
     runs = []
     for tenant in tenants:
@@ -235,79 +237,6 @@ def run_tenant(
         error=None if result.success else _failure_of(result),
         checks={e.check_name: e.passed for e in result.get_asset_check_evaluations()},
     )
-
-
-_WORKER: dict[str, object] = {}  # a worker process's instance and job (`_start_worker`)
-
-
-def _start_worker(instance_ref: object) -> None:
-    import threading
-
-    import dagster as dg
-
-    # A worker outlives a parent killed with SIGTERM or -9 (the pool cannot tell it): it exits as soon as its parent
-    # is gone, and the run it leaves is failed by its tenant's next run (`fail_abandoned_runs`).
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
-
-    from ..definitions import defs as load_defs
-    from ..defs.resources import hold_connections
-
-    _WORKER["instance"] = instance = dg.DagsterInstance.from_ref(instance_ref)  # type: ignore[arg-type]
-    hold_connections(instance)
-    _WORKER["job"] = load_defs().resolve_job_def(JOB)
-
-
-def _exit_with_parent(parent: int) -> None:
-    import time
-
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)
-
-
-def _run_in_worker(tenant: str, tags: dict[str, str] | None, assets: Sequence[str] | None) -> TenantRun:
-    return run_tenant(_WORKER["job"], _WORKER["instance"], tenant, tags, assets)  # type: ignore[arg-type]
-
-
-def _in_workers(
-    tenants: Sequence[str],
-    instance: dg.DagsterInstance,
-    on_done: Callable[[TenantRun], None] | None,
-    tags: dict[str, str] | None,
-    assets: Sequence[str] | None,
-    workers: int,
-) -> list[TenantRun]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    if instance.is_ephemeral:
-        raise ValueError("concurrent runs need an instance other processes can open (not an ephemeral one)")
-    ref = instance.get_ref()
-    # spawned, not forked: a fork would copy this process's open SQLite and database connections and threads
-    context = multiprocessing.get_context("spawn")
-    runs: dict[str, TenantRun] = {}
-    # A worker that dies (killed, out of memory) breaks the pool: every tenant it had not finished gets one more
-    # round in a fresh pool (its abandoned run is failed by the next run of its tenant); a second death fails them.
-    for last_round in (False, True):
-        todo = [t for t in tenants if t not in runs]
-        if not todo:
-            break
-        size = min(workers, len(todo))
-        with ProcessPoolExecutor(size, mp_context=context, initializer=_start_worker, initargs=(ref,)) as pool:
-            futures = {pool.submit(_run_in_worker, t, tags, assets): t for t in todo}
-            for future in as_completed(futures):
-                tenant = futures[future]
-                try:
-                    run = future.result()
-                except BrokenProcessPool as exc:
-                    if not last_round:
-                        continue
-                    run = TenantRun(tenant, False, "", error=f"worker process died: {exc}")
-                runs[tenant] = run
-                if on_done:
-                    on_done(run)
-    return [runs[t] for t in tenants]
 
 
 def left_to_do(conn: psycopg.Connection, schema: str, tenant: str, changed: bool) -> str | None:

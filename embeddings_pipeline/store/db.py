@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -76,6 +77,33 @@ class TenantBusy(RuntimeError):
 
 
 @contextmanager
+def session_lock(
+    conn: psycopg.Connection, key: tuple[str, str], timeout_s: float = math.inf, *, shared: bool = False,
+    busy: Exception | None = None,
+) -> Iterator[None]:
+    """A session-level advisory lock on `key`, polled with backoff: never waited for inside a statement, where the
+    session would hold a snapshot that a CREATE INDEX CONCURRENTLY of the lock's holder waits out (a deadlock).
+    Raises `busy` (default TimeoutError) after `timeout_s`."""
+    take, release = (
+        ("pg_try_advisory_lock_shared", "pg_advisory_unlock_shared") if shared else
+        ("pg_try_advisory_lock", "pg_advisory_unlock")
+    )  # fmt: skip
+    try_sql = sql.SQL("SELECT {}(hashtext(%s), hashtext(%s))").format(sql.Identifier(take))
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while not conn.execute(try_sql, key).fetchone()[0]:  # type: ignore[index]
+        if time.monotonic() >= deadline:
+            raise busy or TimeoutError(f"advisory lock {key!r} still held after {timeout_s:g}s")
+        time.sleep(delay)
+        delay = min(1.0, delay * 2)
+    try:
+        yield
+    finally:
+        if not conn.broken:  # a lost connection released it already
+            conn.execute(sql.SQL("SELECT {}(hashtext(%s), hashtext(%s))").format(sql.Identifier(release)), key)
+
+
+@contextmanager
 def tenant_lock(
     conn: psycopg.Connection, schema: str, tenant_id: str, timeout_s: float | None = None, *, shared: bool = False
 ) -> Iterator[None]:
@@ -86,24 +114,10 @@ def tenant_lock(
     """
     if timeout_s is None:
         timeout_s = float(os.environ.get("EMBEDDINGS_LOCK_TIMEOUT", "600"))
-    key = (f"{schema}:lock", tenant_id)
-    take, release = (
-        ("pg_try_advisory_lock_shared", "pg_advisory_unlock_shared") if shared else
-        ("pg_try_advisory_lock", "pg_advisory_unlock")
-    )  # fmt: skip
-    try_sql = sql.SQL("SELECT {}(hashtext(%s), hashtext(%s))").format(sql.Identifier(take))
-    deadline = time.monotonic() + timeout_s
-    delay = 0.05
-    while not conn.execute(try_sql, key).fetchone()[0]:  # type: ignore[index]
-        if time.monotonic() >= deadline:
-            holder = "a run" if shared else "another run or shard process"
-            raise TenantBusy(f"tenant {tenant_id!r} is locked by {holder} (waited {timeout_s:g}s)")
-        time.sleep(delay)
-        delay = min(1.0, delay * 2)
-    try:
+    holder = "a run" if shared else "another run or shard process"
+    busy = TenantBusy(f"tenant {tenant_id!r} is locked by {holder} (waited {timeout_s:g}s)")
+    with session_lock(conn, (f"{schema}:lock", tenant_id), timeout_s, shared=shared, busy=busy):
         yield
-    finally:
-        conn.execute(sql.SQL("SELECT {}(hashtext(%s), hashtext(%s))").format(sql.Identifier(release)), key)
 
 
 def copy_rows(

@@ -15,14 +15,12 @@ uses it only when it is valid (`search/text.py` reads that with the query's term
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import psycopg
 from psycopg import sql
 
-from .db import relation_exists, table
+from .db import relation_exists, session_lock, table
 from .vector_tables import own_partitions, tenant_partition
 
 
@@ -52,7 +50,9 @@ def ensure(conn: psycopg.Connection, schema: str, tenant_ids: list[str]) -> list
     for tenant in tenant_ids:
         if _state(conn, schema, tenant):
             continue
-        with _one_build_at_a_time(conn, schema) if concurrently else nullcontext():
+        # One concurrent build on `chunks` at a time: two deadlock (seen with two runs promoting tenants at
+        # once), each waiting out the other's transaction (PostgreSQL exempts only builds without a predicate).
+        with session_lock(conn, (f"{schema}:text-index", "build")) if concurrently else nullcontext():
             state = _state(conn, schema, tenant)  # again: another run may have built it meanwhile
             if state:
                 continue
@@ -66,22 +66,6 @@ def ensure(conn: psycopg.Connection, schema: str, tenant_ids: list[str]) -> list
             )
         built.append(tenant)
     return built
-
-
-@contextmanager
-def _one_build_at_a_time(conn: psycopg.Connection, schema: str) -> Iterator[None]:
-    """One concurrent build on `chunks` at a time. Two deadlock (seen with two runs promoting tenants at once):
-    each waits out the transactions older than itself, and a partial index's build is one of those for the other
-    (PostgreSQL exempts only builds without a predicate). The lock is polled, never waited for in a statement: a
-    session waiting inside a statement holds a snapshot the running build would wait out in turn."""
-    key = f"{schema}:text-index-build"
-    while not (row := conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()) or not row[0]:
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        if not conn.broken:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
 def ensure_for_own_partitions(
