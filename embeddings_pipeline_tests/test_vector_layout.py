@@ -185,3 +185,58 @@ def test_other_tenants_write_while_a_large_tenants_graph_is_built(conn, schema, 
     assert done == [["big"]]
     own = vector_tables.tenant_partition(wide.model_key, "big")
     assert relation_exists(conn, schema, f"{own}_hnsw")
+
+
+def test_a_large_tenants_vectors_are_written_once_into_its_own_partition(conn, schema, monkeypatch):
+    """A tenant whose chunk set is past the threshold gets its own partition before its fill, so its vectors are
+    written there once (never into the shared partition and moved); the graph is built in bulk after the fill,
+    and no other run builds it half way. A fill that fails leaves the partition, and the next run completes it."""
+    from embeddings_pipeline.pipeline import steps
+    from embeddings_pipeline.store.db import connect, relation_exists
+
+    from .standin_server import StandinServer
+    from .test_shards import chunked
+
+    monkeypatch.setenv("EMBEDDINGS_TENANT_INDEX_THRESHOLD", "200")
+    monkeypatch.setenv("EMBEDDINGS_RETRY_BASE_DELAY", "0.01")
+    with StandinServer(dims=384) as standin:
+        monkeypatch.setenv("OLLAMA_HOST", standin.url)
+        scope, provider, chunk_set = chunked(conn, schema, 300)
+        key = provider.identity.model_key
+        vector_tables.register_model(conn, schema, provider.identity, provider.spec)
+        conn.execute(sql.SQL("UPDATE {}.tenants SET active_model_key = %s").format(sql.Identifier(schema)), (key,))
+        # every row the shared partition receives is logged by a trigger of the test's own
+        conn.execute(sql.SQL(
+            "CREATE TABLE {s}.shared_log (tenant_id text);"
+            " CREATE FUNCTION {s}.log_shared() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN INSERT INTO {log} VALUES (NEW.tenant_id); RETURN NEW; END $$;"
+            " CREATE TRIGGER log_rows BEFORE INSERT ON {shared} FOR EACH ROW EXECUTE FUNCTION {s}.log_shared()"
+        ).format(s=sql.Identifier(schema), log=sql.Identifier(schema, "shared_log"),
+                 shared=sql.Identifier(schema, vector_tables.shared_partition(key))))  # fmt: skip
+        own = vector_tables.tenant_partition(key, "big")
+        other = connect(conn.info.dsn)  # another run's model registration, during the fill: builds no graph
+        graph_during_fill: list[bool] = []
+        original = steps.embed_pending
+
+        def embed_then_register(*args, **kwargs):
+            original(*args, **kwargs)
+            vector_tables.register_model(other, schema, provider.identity, provider.spec)
+            graph_during_fill.append(relation_exists(conn, schema, f"{own}_hnsw"))
+
+        monkeypatch.setattr(steps, "embed_pending", embed_then_register)
+        standin.faults.wrong_dims = 8  # the first fill fails: the partition is made, no vector is written
+        with pytest.raises(steps.EmbeddingIncomplete):
+            steps.fill(scope, provider, chunk_set, "run-1")
+        standin.faults.wrong_dims = None
+        assert relation_exists(conn, schema, own) and not relation_exists(conn, schema, f"{own}_hnsw")
+        graph_during_fill.clear()
+        report = steps.fill(scope, provider, chunk_set, "run-2")
+        other.close()
+    assert (report.embedded, report.failed) == (300, 0)
+    assert graph_during_fill == [False]  # the other session left the graph to the filling run
+    assert relation_exists(conn, schema, f"{own}_hnsw")  # built after the fill
+    logged = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "shared_log")))
+    assert logged.fetchone()[0] == 0  # not one of its vectors went through the shared partition
+    rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, own))).fetchone()
+    stats = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (f'"{schema}"."{own}"',))
+    assert rows[0] == 300 and stats.fetchone()[0] == 300  # analyzed after its fill: the planner knows its size

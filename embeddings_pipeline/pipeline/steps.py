@@ -152,7 +152,9 @@ def fill(
     """
     conn, schema, tenant_id = scope
     identity = provider.identity
-    vt = vector_tables.register_model(conn, schema, identity, provider.spec)
+    chunks = content.chunk_count(conn, schema, tenant_id, chunk_set, at_most=vector_tables.tenant_index_threshold())
+    large = chunks >= vector_tables.tenant_index_threshold()  # its graph is built after its fill, in bulk
+    vt = vector_tables.register_model(conn, schema, identity, provider.spec, filling=tenant_id if large else "")
     report = EmbeddingsReport(model_key=identity.model_key, chunk_set=chunk_set)
     counters_before = provider.counters()
     started = time.perf_counter()
@@ -162,27 +164,26 @@ def fill(
     workers = 1
     if processes > 1:
         workers = shards.worker_count(processes, vectors.pending_count(conn, schema, vt, tenant_id, chunk_set))
-    if workers > 1:
-        shards.embed_in_processes(scope, provider, chunk_set, run_id, workers, report, commit_every=commit_every,
-                                  database_url=database_url)  # fmt: skip
-    else:
-        embed_pending(scope, provider, chunk_set, run_id, report, commit_every=commit_every)
-
-    report.seconds = time.perf_counter() - started
-    own = {k: v - counters_before.get(k, 0) for k, v in provider.counters().items()}
-    report.provider = {k: own.get(k, 0) + report.provider.get(k, 0) for k in {*own, *report.provider}}
-    vector_tables.promote_large(conn, schema, identity.model_key, tenant_id)  # its own partition and index
-    total, current = vectors.coverage(conn, schema, vt, tenant_id, chunk_set)
-    report.chunks = total
-    report.failed = total - current
-    report.reused = current - report.embedded
-    if report.failed:
-        raise EmbeddingIncomplete(
-            f"tenant {tenant_id!r}: {report.failed} of {total} chunks have no vector for model "
-            f"{identity.model_key} after this run ({'; '.join(report.errors[:3]) or 'see embedding_errors'}); "
-            "the vectors written so far are kept and the next run resumes",
-            report,
-        )
+    with vector_tables.laid_out_for_fill(conn, schema, identity.model_key, tenant_id, large):  # partition, graph
+        if workers > 1:
+            shards.embed_in_processes(scope, provider, chunk_set, run_id, workers, report,
+                                      commit_every=commit_every, database_url=database_url)  # fmt: skip
+        else:
+            embed_pending(scope, provider, chunk_set, run_id, report, commit_every=commit_every)
+        report.seconds = time.perf_counter() - started
+        own = {k: v - counters_before.get(k, 0) for k, v in provider.counters().items()}
+        report.provider = {k: own.get(k, 0) + report.provider.get(k, 0) for k in {*own, *report.provider}}
+        total, current = vectors.coverage(conn, schema, vt, tenant_id, chunk_set)
+        report.chunks = total
+        report.failed = total - current
+        report.reused = current - report.embedded
+        if report.failed:  # raised inside: a graph is built in bulk only over a complete fill
+            raise EmbeddingIncomplete(
+                f"tenant {tenant_id!r}: {report.failed} of {total} chunks have no vector for model "
+                f"{identity.model_key} after this run ({'; '.join(report.errors[:3]) or 'see embedding_errors'}); "
+                "the vectors written so far are kept and the next run resumes",
+                report,
+            )
     return report
 
 

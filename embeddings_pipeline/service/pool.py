@@ -1,4 +1,4 @@
-"""The service's database connections: one `psycopg_pool` pool, autocommit, pgvector types registered.
+"""The service's database connections: one `psycopg_pool` pool, autocommit, pgvector's `vector` registered.
 
 A connection is checked (an empty query) before use only when it has been idle in the pool for more than
 `IDLE_CHECK_S` seconds: a busy service does not pay a round trip per request for it, and a connection that may have
@@ -17,13 +17,13 @@ from collections.abc import Iterator
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from ..store.db import register_vector_type
+
 IDLE_CHECK_S = 5.0
 
 
 def _configure(conn: psycopg.Connection) -> None:
-    from pgvector.psycopg import register_vector
-
-    register_vector(conn)
+    register_vector_type(conn)
 
 
 class ServicePool:

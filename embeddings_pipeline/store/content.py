@@ -95,6 +95,17 @@ def replace_chunks(
     return n
 
 
+def chunk_count(conn: psycopg.Connection, schema: str, tenant_id: str, chunk_set: str, at_most: int) -> int:
+    """How many chunks the tenant's chunk set holds, counted no further than `at_most`."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM {} WHERE tenant_id = %s AND chunker_version = %s LIMIT %s) c"
+        ).format(table(schema, "chunks")),
+        (tenant_id, chunk_set, at_most),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def delete_orphan_chunks(conn: psycopg.Connection, schema: str, tenant_id: str) -> int:
     """Chunks of documents that are no longer parsed (deleted from the source)."""
     with conn.transaction():
