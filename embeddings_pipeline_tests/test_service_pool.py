@@ -32,24 +32,24 @@ def test_back_to_back_requests_reuse_the_connection_returned_last(pool):
 
 
 def test_concurrent_requests_get_their_own_connections_and_the_last_returned_is_lent_next(pool):
-    held, release, pids = threading.Barrier(4), threading.Event(), []
+    held, release, pids = threading.Barrier(4), threading.Event(), {}
 
-    def hold(delay: float) -> None:
+    def hold(i: int) -> None:
         with pool.connection() as conn:
-            pids.append(conn.info.backend_pid)
+            pids[i] = conn.info.backend_pid
             held.wait(5)
             release.wait(5)
-            time.sleep(delay)
+            time.sleep(0.1 * i)
 
-    threads = [threading.Thread(target=hold, args=(0.05 * i,)) for i in range(3)]
+    threads = [threading.Thread(target=hold, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
     held.wait(5)  # all three hold a connection at once
     release.set()
     for t in threads:
         t.join(5)
-    assert len(set(pids)) == 3
-    last = pids[2]  # the longest holder returned its connection last
+    assert len(set(pids.values())) == 3
+    last = pids[2]  # thread 2 held its connection longest and returned it last
     with pool.connection() as conn:
         assert conn.info.backend_pid == last
 
