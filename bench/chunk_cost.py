@@ -77,7 +77,7 @@ def main() -> None:
 
     from embeddings_pipeline.pipeline import model_change, steps
     from embeddings_pipeline.providers import load_provider
-    from embeddings_pipeline.store import vector_tables
+    from embeddings_pipeline.store import promotion, vector_tables
     from embeddings_pipeline.store.documents import SourceDocument, upsert_documents
     from embeddings_pipeline.store.scope import Scope
     from embeddings_pipeline.store.session import Database
@@ -157,7 +157,7 @@ def main() -> None:
                                                                                        chunk_set)))  # fmt: skip
                     read_batches_s = min(read_batches_s, took)
                 index_s = {"promote": 0.0, "hnsw": 0.0}
-                _time_into(vector_tables, "promote_large", index_s, "promote")
+                _time_into(promotion, "promote_large", index_s, "promote")
                 _time_into(vector_tables, "ensure_search_index", index_s, "hnsw")
                 t0 = time.perf_counter()
                 report = steps.build_embeddings(scope, plan, "profile-run")

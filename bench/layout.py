@@ -47,7 +47,7 @@ def main() -> None:
 
     from embeddings_pipeline.providers.base import ModelIdentity
     from embeddings_pipeline.search import search_vector
-    from embeddings_pipeline.store import vector_tables, vectors
+    from embeddings_pipeline.store import promotion, vector_tables, vectors
     from embeddings_pipeline.store.session import Database
 
     rng = np.random.default_rng(1)
@@ -94,7 +94,7 @@ def main() -> None:
                     for s in range(0, len(ids), 256):
                         vectors.write_vectors(conn, schema, identity, tenant, ids[s : s + 256], vecs[s : s + 256], "r")
                     if layout == "partitioned":
-                        vector_tables.promote_large(conn, schema, key, tenant)
+                        promotion.promote_large(conn, schema, key, tenant)
                 write_s = time.perf_counter() - t0
                 conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, vt)))
                 layouts[layout] = (vt, write_s)

@@ -4,7 +4,7 @@
 
 The pipeline's own cost at scale is bench/curve.py's; this is the read side at a size the pipeline cannot fill on a
 2-core machine in a session. The corpus is written through the pipeline's own store (chunks COPY with their
-tsvector, `vectors.write_vectors`, `vector_tables.promote_large` giving each tenant over the threshold its own
+tsvector, `vectors.write_vectors`, `promotion.promote_large` giving each tenant over the threshold its own
 partition and HNSW graph built in bulk), without a model:
 
 - N chunks over T tenants whose sizes follow Zipf's law (1M over 1,000: the largest ~134k, the median ~270);
@@ -89,7 +89,7 @@ def zipf_sizes(total: int, tenants: int) -> list[int]:
 
 
 def load(conn: psycopg.Connection, schema: str, sizes: list[int]) -> dict[str, float]:
-    from embeddings_pipeline.store import vector_tables, vectors
+    from embeddings_pipeline.store import promotion, vector_tables, vectors
     from embeddings_pipeline.store.db import copy_rows
     from embeddings_pipeline.store.tenants import activate_model
 
@@ -126,7 +126,7 @@ def load(conn: psycopg.Connection, schema: str, sizes: list[int]) -> dict[str, f
         if t % 100 == 0:
             print(f"loaded {t + 1}/{len(sizes)} tenants", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    promoted = vector_tables.promote_large(conn, schema, ident.model_key)
+    promoted = promotion.promote_large(conn, schema, ident.model_key)
     spent["partitions_and_hnsw_s"] = time.perf_counter() - t0
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, "chunks")))
     spent["tenants_with_own_graph"] = len(promoted)

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from embeddings_pipeline.cli.runner import materialize_tenants
-from embeddings_pipeline.store import vector_tables
+from embeddings_pipeline.store import promotion, vector_tables
 from embeddings_pipeline.store.status import tenant_status
 
 from .helpers import seed
@@ -65,7 +65,7 @@ def test_dropped_index_and_retyped_column_are_restored(two_tenants, conn, schema
     key = provider.identity.model_key
     vt = f"{schema}.{provider.identity.vector_table}"
     monkeypatch.setenv("EMBEDDINGS_TENANT_INDEX_THRESHOLD", "2")  # acme gets its own partition and HNSW graph
-    assert vector_tables.promote_large(conn, schema, key, "acme") == ["acme"]
+    assert promotion.promote_large(conn, schema, key, "acme") == ["acme"]
     hnsw = f"{vector_tables.tenant_partition(key, 'acme')}_hnsw"
     conn.execute(f"DROP INDEX {schema}.{hnsw}")
     conn.execute(f"ALTER TABLE {vt} ALTER COLUMN embedding TYPE vector")

@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 
 from embeddings_pipeline.providers.base import ModelIdentity
-from embeddings_pipeline.store import backlog, vector_tables, vectors
+from embeddings_pipeline.store import backlog, promotion, vector_tables, vectors
 
 DIMS = 8
 IDENTITY = ModelIdentity("sentence-transformers", "pending-test", "rev1", DIMS, True, 256)
@@ -54,7 +54,7 @@ def filled(conn, schema, monkeypatch):
         assert both(conn, schema, tenant) == (len(pending), True)  # a table, but no rows
         vecs = rng.normal(size=(len(pending), DIMS)).astype(np.float32)
         vectors.write_vectors(conn, schema, IDENTITY, tenant, pending, vecs, "run-1")
-    assert vector_tables.promote_large(conn, schema, KEY) == ["big"]
+    assert promotion.promote_large(conn, schema, KEY) == ["big"]
     conn.execute(sql.SQL("ANALYZE {}").format(ident(schema, VT)))
     return chunks
 

@@ -101,7 +101,7 @@ def test_promote_large_builds_the_promoted_tenants_text_index(conn, schema, monk
     """Where a tenant gets its own vector partition it gets its own text index; a small tenant does not."""
     import numpy as np
 
-    from embeddings_pipeline.store import vector_tables
+    from embeddings_pipeline.store import promotion, vector_tables
 
     from .test_vector_layout import IDENTITY, KEY, clustered, write_tenant
 
@@ -110,7 +110,7 @@ def test_promote_large_builds_the_promoted_tenants_text_index(conn, schema, monk
     rng = np.random.default_rng(3)
     for tenant, n in ((ODD, 60), ("small", 10)):
         write_tenant(conn, schema, tenant, clustered(rng, n))
-        vector_tables.promote_large(conn, schema, KEY, tenant)
+        promotion.promote_large(conn, schema, KEY, tenant)
     assert text_index._state(conn, schema, ODD) is True
     assert text_index._state(conn, schema, "small") is None
     assert text_search.search_text(conn, schema, ODD, "text", 100)  # the index serves the odd tenant's search

@@ -9,7 +9,7 @@ from psycopg import sql
 
 from embeddings_pipeline.providers.base import ModelIdentity
 from embeddings_pipeline.search import search_vector
-from embeddings_pipeline.store import vector_tables, vectors
+from embeddings_pipeline.store import promotion, vector_tables, vectors
 
 DIMS = 16
 IDENTITY = ModelIdentity("sentence-transformers", "layout-test", "rev1", DIMS, True, 256)
@@ -52,7 +52,7 @@ def corpus(conn, schema, monkeypatch):
     for tenant, n in SIZES.items():
         vecs = clustered(rng, n)
         data[tenant] = (write_tenant(conn, schema, tenant, vecs), vecs)
-        assert vector_tables.promote_large(conn, schema, KEY, tenant) == ([tenant] if n >= 500 else [])
+        assert promotion.promote_large(conn, schema, KEY, tenant) == ([tenant] if n >= 500 else [])
     conn.execute(sql.SQL("UPDATE {}.tenants SET active_model_key = %s").format(sql.Identifier(schema)), (KEY,))
     vector_tables.ensure_search_index(conn, schema, KEY)
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, VT)))  # the planner knows the sizes
@@ -131,7 +131,7 @@ def test_the_one_table_layout_becomes_partitions_in_place(conn, schema, monkeypa
     vector_tables.register_model(conn, schema, IDENTITY)
     kind = conn.execute("SELECT relkind::text FROM pg_class WHERE oid = to_regclass(%s)", (f'"{schema}"."{VT}"',))
     assert kind.fetchone() == ("p",)
-    assert vector_tables.promote_large(conn, schema, KEY) == ["big"]
+    assert promotion.promote_large(conn, schema, KEY) == ["big"]
     assert conn.execute(rows).fetchall() == rows_before  # every vector kept, none re-embedded
     assert hits(conn, schema, "s", query, 10) == small_before == exact_top(ids["s"], made["s"], query, 10)
     conn.execute(sql.SQL("UPDATE {}.tenants SET active_model_key = %s").format(sql.Identifier(schema)), (KEY,))
@@ -160,7 +160,7 @@ def test_other_tenants_write_while_a_large_tenants_graph_is_built(conn, schema, 
                  (wide.model_key,))  # fmt: skip
     promoting = connect(store.url())
     done: list = []
-    promote = lambda: done.append(vector_tables.promote_large(promoting, schema, wide.model_key, "big"))  # noqa: E731
+    promote = lambda: done.append(promotion.promote_large(promoting, schema, wide.model_key, "big"))  # noqa: E731
     builder = threading.Thread(target=promote)
     builder.start()
     try:

@@ -13,7 +13,7 @@ import time
 
 from ..providers.base import EmbeddingProvider, ProviderError
 from ..providers.resilience import CircuitOpenError, ErrorKind, ProviderCallError
-from ..store import content, parsing, vector_tables, vectors
+from ..store import content, parsing, promotion, vector_tables, vectors
 from ..store.scope import Scope
 from ..text.blocks import parse_blocks
 from ..text.chunks import chunk_blocks
@@ -152,8 +152,8 @@ def fill(
     """
     conn, schema, tenant_id = scope
     identity = provider.identity
-    chunks = content.chunk_count(conn, schema, tenant_id, chunk_set, at_most=vector_tables.tenant_index_threshold())
-    large = chunks >= vector_tables.tenant_index_threshold()  # its graph is built after its fill, in bulk
+    threshold = vector_tables.tenant_index_threshold()
+    large = content.chunk_count(conn, schema, tenant_id, chunk_set, at_most=threshold) >= threshold  # own partition
     vt = vector_tables.register_model(conn, schema, identity, provider.spec, filling=tenant_id if large else "")
     report = EmbeddingsReport(model_key=identity.model_key, chunk_set=chunk_set)
     counters_before = provider.counters()
@@ -164,7 +164,7 @@ def fill(
     workers = 1
     if processes > 1:
         workers = shards.worker_count(processes, vectors.pending_count(conn, schema, vt, tenant_id, chunk_set))
-    with vector_tables.laid_out_for_fill(conn, schema, identity.model_key, tenant_id, large):  # partition, graph
+    with promotion.laid_out_for_fill(conn, schema, identity.model_key, tenant_id, large):  # partition, graph
         if workers > 1:
             shards.embed_in_processes(scope, provider, chunk_set, run_id, workers, report,
                                       commit_every=commit_every, database_url=database_url)  # fmt: skip

@@ -5,7 +5,7 @@ postings of all tenants, and ANDing the tenant's own lexeme reads the tenant's p
 the largest of 1M chunks), once per scan. A tenant's own index holds only its postings, so a scan reads the
 word's postings within the tenant and nothing else (bench/search_scale.py: 4x less time on a common word's scan).
 
-The tenants that get one are those with a vector partition of their own (`vector_tables.promote_large`, from
+The tenants that get one are those with a vector partition of their own (`promotion.promote_large`, from
 EMBEDDINGS_TENANT_INDEX_THRESHOLD vectors): small tenants stay on the shared index, where the lexeme bounds
 their cost. The index is built without blocking writers (CREATE INDEX CONCURRENTLY) when the connection is in
 autocommit and idle; a build that failed half way (an invalid index) is dropped and built again. Text search
